@@ -1,0 +1,32 @@
+"""virtualize: virtual Zarr datacubes over archives of scientific files.
+
+Parsers read only a file's metadata and record, for every chunk of every array, where its
+bytes already are. Those references combine with xarray into one datacube that zarr reads
+directly (:class:`ManifestStore`) or that is committed to Icechunk or written as Kerchunk.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from virtualize import errors
+from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
+from virtualize.registry import ObjectStoreRegistry
+from virtualize.store import ManifestStore
+from virtualize.xarray import VirtualizeAccessor, open_virtual_dataset
+
+try:
+    __version__ = version("virtualize")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ChunkManifest",
+    "ManifestArray",
+    "ManifestGroup",
+    "ManifestStore",
+    "ObjectStoreRegistry",
+    "SourceInfo",
+    "VirtualizeAccessor",
+    "__version__",
+    "errors",
+    "open_virtual_dataset",
+]

@@ -1,0 +1,261 @@
+"""ManifestArray: zarr v3 array metadata plus a ChunkManifest, as a duck array for xarray."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from zarr.core.metadata.v3 import ArrayV3Metadata
+
+from virtualize.errors import VirtualArrayAccessError
+from virtualize.manifests.manifest import ChunkManifest
+
+__all__ = ["ManifestArray"]
+
+_HANDLED_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def implements(numpy_function: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
+    """Register a ManifestArray implementation of a numpy function."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        _HANDLED_FUNCTIONS[numpy_function] = func
+        return func
+
+    return decorator
+
+
+class ManifestArray:
+    """A virtual array: where its chunks are, how to decode them, and no data.
+
+    xarray wraps it like any duck array, so virtual datasets can be concatenated, stacked,
+    merged and combined with xarray's own functions. Only operations that rearrange whole
+    chunks are possible; anything that needs values raises
+    :class:`~virtualize.errors.VirtualArrayAccessError`.
+
+    Parameters
+    ----------
+    metadata
+        The zarr v3 metadata of the array (shape, data type, regular chunk grid, codecs,
+        fill value, attributes, dimension names).
+    manifest
+        Where each chunk's bytes are; its grid must match the metadata's chunk grid.
+    """
+
+    __slots__ = ("_manifest", "_metadata")
+
+    def __init__(self, metadata: ArrayV3Metadata, manifest: ChunkManifest) -> None:
+        grid = _grid_shape(metadata.shape, _chunk_shape(metadata))
+        if manifest.shape_chunk_grid != grid:
+            from virtualize.errors import ManifestError
+
+            raise ManifestError(
+                f"manifest grid {manifest.shape_chunk_grid} does not match the chunk grid "
+                f"{grid} of an array of shape {metadata.shape}"
+            )
+        self._metadata = metadata
+        self._manifest = manifest
+
+    # -- array attributes ---------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> ArrayV3Metadata:
+        """The zarr v3 array metadata."""
+        return self._metadata
+
+    @property
+    def manifest(self) -> ChunkManifest:
+        """The chunk manifest."""
+        return self._manifest
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self._metadata.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self._metadata.data_type.to_native_dtype())
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape (regular grid)."""
+        return _chunk_shape(self._metadata)
+
+    @property
+    def nbytes_virtual(self) -> int:
+        """Bytes the array would occupy in memory if it were loaded."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this virtual array holds in memory (its manifest)."""
+        return self._manifest.nbytes
+
+    @property
+    def T(self) -> ManifestArray:
+        raise _needs_data("transpose", "transposing a virtual array reorders bytes inside chunks")
+
+    def __repr__(self) -> str:
+        return (
+            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={self.chunks}, "
+            f"nrefs={self._manifest.nrefs}>"
+        )
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d virtual array")
+        return self.shape[0]
+
+    # -- numpy protocols ----------------------------------------------------------------------
+
+    def __array_function__(
+        self,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if func not in _HANDLED_FUNCTIONS:
+            raise _needs_data(f"np.{func.__name__}")
+        return _HANDLED_FUNCTIONS[func](*args, **kwargs)
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if ufunc is np.equal and method == "__call__" and len(inputs) == 2:
+            first, second = inputs
+            if isinstance(first, ManifestArray) and isinstance(second, ManifestArray):
+                return first.__eq__(second)
+        raise _needs_data(f"np.{ufunc.__name__}")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise _needs_data(
+            "np.asarray",
+            "load the variable (loadable_variables=[...]) or read the store with xarray",
+        )
+
+    def __eq__(self, other: object) -> Any:
+        """Per element, whether both arrays reference the same bytes (no data is read)."""
+        if not isinstance(other, ManifestArray):
+            raise _needs_data("==", "only two virtual arrays can be compared (by reference)")
+        if self.shape != other.shape:
+            return np.zeros(np.broadcast_shapes(self.shape, other.shape), dtype=bool)
+        if (
+            self.chunks != other.chunks
+            or self.dtype != other.dtype
+            or self._metadata.codecs != other._metadata.codecs
+        ):
+            return np.zeros(self.shape, dtype=bool)
+        by_chunk = self._manifest.elementwise_equal(other._manifest)
+        expanded = by_chunk
+        for axis, chunk in enumerate(self.chunks):
+            expanded = np.repeat(expanded, chunk, axis=axis)
+        return expanded[tuple(slice(0, n) for n in self.shape)]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def astype(self, dtype: Any, /, *, copy: bool = True) -> ManifestArray:
+        if np.dtype(dtype) != self.dtype:
+            raise _needs_data(
+                f"astype({np.dtype(dtype)})", "casting changes the bytes of every chunk"
+            )
+        return self
+
+    def copy(self) -> ManifestArray:
+        return ManifestArray(self._metadata, self._manifest)
+
+    def __copy__(self) -> ManifestArray:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ManifestArray:
+        return self.copy()
+
+    def __getitem__(self, key: Any) -> ManifestArray:
+        from virtualize.manifests.indexing import index_manifest_array
+
+        return index_manifest_array(self, key)
+
+    def _arith(self, *_: Any) -> Any:
+        raise _needs_data("arithmetic")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
+    __truediv__ = __rtruediv__ = __floordiv__ = __pow__ = __neg__ = __abs__ = _arith
+    __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _arith
+
+    def __bool__(self) -> bool:
+        raise _needs_data("bool()")
+
+    def __float__(self) -> float:
+        raise _needs_data("float()")
+
+    def __int__(self) -> int:
+        raise _needs_data("int()")
+
+    # -- helpers for the array API module -----------------------------------------------------
+
+    def with_metadata(self, **changes: Any) -> ArrayV3Metadata:
+        """A copy of the metadata with ``shape``, ``chunk_shape``, ``dimension_names`` or
+        ``attributes`` replaced."""
+        return replace_metadata(self._metadata, **changes)
+
+
+def _needs_data(operation: str, why: str | None = None) -> VirtualArrayAccessError:
+    return VirtualArrayAccessError(
+        f"{operation} needs the array's values, and a virtual array holds only references"
+        + (f" ({why})" if why else ""),
+        hint=(
+            "Load the variables you compute with (loadable_variables=[...] in "
+            "open_virtual_dataset), or write the references and open them with xr.open_zarr"
+        ),
+    )
+
+
+def _chunk_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:
+    grid = metadata.chunk_grid
+    shape = getattr(grid, "chunk_shape", None)
+    if shape is None:
+        raise TypeError(f"only regular chunk grids are supported, got {grid!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _grid_shape(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(-(-int(n) // int(c)) if c else 0 for n, c in zip(shape, chunks, strict=True))
+
+
+def replace_metadata(metadata: ArrayV3Metadata, **changes: Any) -> ArrayV3Metadata:
+    """A copy of zarr v3 metadata with some fields replaced.
+
+    Parameters
+    ----------
+    metadata
+        The metadata to copy.
+    **changes
+        Any of ``shape``, ``chunk_shape``, ``dimension_names``, ``attributes``,
+        ``fill_value``.
+    """
+    document = metadata.to_dict()
+    if "shape" in changes:
+        document["shape"] = list(changes.pop("shape"))
+    if "chunk_shape" in changes:
+        document["chunk_grid"] = {
+            "name": "regular",
+            "configuration": {"chunk_shape": list(changes.pop("chunk_shape"))},
+        }
+    if "dimension_names" in changes:
+        names = changes.pop("dimension_names")
+        document["dimension_names"] = list(names) if names is not None else None
+    if "attributes" in changes:
+        document["attributes"] = dict(changes.pop("attributes"))
+    if "fill_value" in changes:
+        document["fill_value"] = changes.pop("fill_value")
+    if changes:
+        raise TypeError(f"cannot replace {sorted(changes)}")
+    document.pop("storage_transformers", None)
+    return ArrayV3Metadata.from_dict(document)

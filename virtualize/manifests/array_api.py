@@ -1,0 +1,228 @@
+"""The numpy functions xarray calls on virtual arrays to concatenate, stack and broadcast them.
+
+Each one works on chunk manifests only. Arrays can be joined only if every chunk of the
+result decodes with the same metadata, so mismatched dtypes, codecs, chunk shapes, fill values
+or CF packing raise :class:`~virtualize.errors.ConcatenationError` naming both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from virtualize.errors import ConcatenationError, VirtualArrayAccessError
+from virtualize.manifests.array import ManifestArray, implements
+from virtualize.manifests.manifest import concatenate_manifests, stack_manifests
+
+__all__ = ["check_combinable"]
+
+#: Attributes that change how stored numbers decode; they must agree to join arrays.
+PACKING_ATTRIBUTES = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned")
+
+
+def _describe(array: ManifestArray) -> str:
+    urls = array.manifest.urls
+    if not urls:
+        return "an array with no file references"
+    return urls[0] if len(urls) == 1 else f"{urls[0]} (+{len(urls) - 1} more files)"
+
+
+def _attr_equal(first: Any, second: Any) -> bool:
+    if first is None or second is None:
+        return first is second
+    a, b = np.asarray(first), np.asarray(second)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def check_combinable(arrays: Sequence[ManifestArray], *, axis: int | None = None) -> None:
+    """Raise :class:`ConcatenationError` unless ``arrays`` decode with the same metadata.
+
+    Parameters
+    ----------
+    arrays
+        The arrays to join.
+    axis
+        The concatenation axis, whose length may differ; None for stacking (every shape must
+        match).
+    """
+    first = arrays[0]
+    for other in arrays[1:]:
+        problems = []
+        if other.dtype != first.dtype:
+            problems.append(f"dtype {first.dtype} vs {other.dtype}")
+        if other.chunks != first.chunks:
+            problems.append(f"chunk shape {first.chunks} vs {other.chunks}")
+        if other.metadata.codecs != first.metadata.codecs:
+            problems.append(
+                f"codecs {_codec_names(first)} vs {_codec_names(other)}"
+                if _codec_names(first) != _codec_names(other)
+                else "codec configurations differ"
+            )
+        if not _attr_equal(first.metadata.fill_value, other.metadata.fill_value):
+            problems.append(
+                f"fill value {first.metadata.fill_value!r} vs {other.metadata.fill_value!r}"
+            )
+        first_attrs = first.metadata.attributes
+        other_attrs = other.metadata.attributes
+        for name in PACKING_ATTRIBUTES:
+            if not _attr_equal(first_attrs.get(name), other_attrs.get(name)):
+                problems.append(f"{name} {first_attrs.get(name)!r} vs {other_attrs.get(name)!r}")
+        if other.ndim != first.ndim:
+            problems.append(f"{first.ndim} vs {other.ndim} dimensions")
+        else:
+            for dim, (a, b) in enumerate(zip(first.shape, other.shape, strict=True)):
+                if dim != axis and a != b:
+                    problems.append(f"length {a} vs {b} on axis {dim}")
+        if problems:
+            raise ConcatenationError(
+                f"cannot join {_describe(first)} with {_describe(other)}: " + "; ".join(problems),
+                hint=(
+                    "Their chunks decode differently, so joining them would give wrong numbers; "
+                    "keep them in separate datasets or re-encode one side"
+                ),
+            )
+
+
+def _codec_names(array: ManifestArray) -> list[str]:
+    names = []
+    for codec in array.metadata.codecs:
+        document = codec.to_dict()
+        name = document.get("name") if isinstance(document, dict) else None
+        names.append(str(name) if name is not None else type(codec).__name__)
+    return names
+
+
+def _as_manifest_arrays(arrays: Sequence[Any], function: str) -> list[ManifestArray]:
+    out = []
+    for array in arrays:
+        if not isinstance(array, ManifestArray):
+            raise VirtualArrayAccessError(
+                f"np.{function} of a virtual array with a {type(array).__name__}",
+                hint=(
+                    "Every input must be virtual; load the other variables too, or make them "
+                    "virtual, or drop them"
+                ),
+            )
+        out.append(array)
+    return out
+
+
+@implements(np.concatenate)
+def concatenate(arrays: Sequence[Any], /, axis: int | None = 0) -> ManifestArray:
+    """Concatenate virtual arrays along an existing axis."""
+    if axis is None:
+        raise VirtualArrayAccessError("np.concatenate with axis=None flattens chunks")
+    virtual = _as_manifest_arrays(arrays, "concatenate")
+    if len(virtual) == 1:
+        return virtual[0]
+    first = virtual[0]
+    axis = axis + first.ndim if axis < 0 else axis
+    check_combinable(virtual, axis=axis)
+    chunk = first.chunks[axis]
+    for position, array in enumerate(virtual[:-1]):
+        if array.shape[axis] % chunk:
+            raise ConcatenationError(
+                f"cannot concatenate {_describe(array)} (length {array.shape[axis]} on axis "
+                f"{axis}) before {_describe(virtual[position + 1])}: with chunks of {chunk} its "
+                "last chunk is partial, so the result has no regular chunk grid",
+                hint="Only the last array along the axis may end in a partial chunk",
+            )
+    manifest = concatenate_manifests([a.manifest for a in virtual], axis)
+    shape = list(first.shape)
+    shape[axis] = sum(a.shape[axis] for a in virtual)
+    return ManifestArray(first.with_metadata(shape=tuple(shape)), manifest)
+
+
+@implements(np.stack)
+def stack(arrays: Sequence[Any], /, axis: int = 0) -> ManifestArray:
+    """Stack virtual arrays along a new axis (whose chunks hold one element)."""
+    virtual = _as_manifest_arrays(arrays, "stack")
+    first = virtual[0]
+    axis = axis + first.ndim + 1 if axis < 0 else axis
+    check_combinable(virtual, axis=None)
+    manifest = stack_manifests([a.manifest for a in virtual], axis)
+    shape = (*first.shape[:axis], len(virtual), *first.shape[axis:])
+    chunks = (*first.chunks[:axis], 1, *first.chunks[axis:])
+    names = first.metadata.dimension_names
+    new_names = (*names[:axis], None, *names[axis:]) if names else None
+    metadata = first.with_metadata(shape=shape, chunk_shape=chunks, dimension_names=new_names)
+    return ManifestArray(metadata, manifest)
+
+
+@implements(np.expand_dims)
+def expand_dims(array: ManifestArray, /, axis: int | tuple[int, ...]) -> ManifestArray:
+    """Add axes of length 1."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = array.ndim + len(axes)
+    axes = tuple(sorted(a + ndim if a < 0 else a for a in axes))
+    shape = list(array.shape)
+    chunks = list(array.chunks)
+    names = list(array.metadata.dimension_names or [None] * array.ndim)
+    for a in axes:
+        shape.insert(a, 1)
+        chunks.insert(a, 1)
+        names.insert(a, None)
+    manifest = array.manifest.reshape_grid(
+        tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    )
+    metadata = array.with_metadata(
+        shape=tuple(shape),
+        chunk_shape=tuple(chunks),
+        dimension_names=names if any(n is not None for n in names) else None,
+    )
+    return ManifestArray(metadata, manifest)
+
+
+@implements(np.broadcast_to)
+def broadcast_to(array: ManifestArray, /, shape: tuple[int, ...]) -> ManifestArray:
+    """Broadcast by repeating chunk references: new leading axes and length-1 axes whose
+    chunks hold one element."""
+    shape = tuple(int(n) for n in shape)
+    if shape == array.shape:
+        return array
+    if len(shape) < array.ndim:
+        raise ValueError(f"cannot broadcast shape {array.shape} to {shape}")
+    lead = len(shape) - array.ndim
+    expanded = expand_dims(array, tuple(range(lead))) if lead else array
+    chunks = list(expanded.chunks)
+    for axis, (old, new) in enumerate(zip(expanded.shape, shape, strict=True)):
+        if old == new:
+            continue
+        if old != 1:
+            raise ValueError(f"cannot broadcast shape {array.shape} to {shape}")
+        if chunks[axis] != 1:
+            raise VirtualArrayAccessError(
+                f"broadcasting axis {axis} whose chunk holds {chunks[axis]} elements"
+            )
+    grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    manifest = expanded.manifest.broadcast_grid(grid)
+    return ManifestArray(expanded.with_metadata(shape=shape), manifest)
+
+
+@implements(np.result_type)
+def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
+    """The dtype numpy would give; virtual arrays contribute their dtype."""
+    return np.result_type(
+        *(a.dtype if isinstance(a, ManifestArray) else a for a in arrays_and_dtypes)
+    )
+
+
+@implements(np.shape)
+def shape(array: ManifestArray) -> tuple[int, ...]:
+    return array.shape
+
+
+@implements(np.ndim)
+def ndim(array: ManifestArray) -> int:
+    return array.ndim
+
+
+@implements(np.size)
+def size(array: ManifestArray) -> int:
+    return array.size

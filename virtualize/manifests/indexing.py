@@ -1,0 +1,91 @@
+"""Indexing a ManifestArray: only selections that keep whole chunks are possible."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from virtualize.errors import VirtualArrayAccessError
+from virtualize.manifests.array import ManifestArray
+
+__all__ = ["index_manifest_array"]
+
+
+def _normalize_key(key: Any, ndim: int) -> list[Any]:
+    items = list(key) if isinstance(key, tuple) else [key]
+    if hasattr(key, "tuple") and not isinstance(key, tuple):  # xarray's indexer objects
+        items = list(key.tuple)
+    ellipses = sum(1 for item in items if item is Ellipsis)
+    if ellipses > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = sum(1 for item in items if item is not None and item is not Ellipsis)
+    if consumed > ndim:
+        raise IndexError(f"too many indices for a {ndim}-d array")
+    if ellipses:
+        at = next(i for i, item in enumerate(items) if item is Ellipsis)
+        items[at : at + 1] = [slice(None)] * (ndim - consumed)
+    else:
+        items.extend([slice(None)] * (ndim - consumed))
+    return items
+
+
+def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
+    """Select whole chunks of ``array``.
+
+    Slices must start and stop on chunk boundaries (the end of the axis counts as one) and
+    have step 1; an integer selects along an axis whose chunks hold one element; ``None``
+    adds an axis of length 1.
+    """
+    items = _normalize_key(key, array.ndim)
+    chunk_index: list[Any] = []
+    new_shape: list[int] = []
+    new_chunks: list[int] = []
+    old_names = array.metadata.dimension_names
+    new_names: list[str | None] = []
+    axis = 0
+    for item in items:
+        if item is None:
+            chunk_index.append(None)
+            new_shape.append(1)
+            new_chunks.append(1)
+            new_names.append(None)
+            continue
+        length, chunk = array.shape[axis], array.chunks[axis]
+        if isinstance(item, (int, np.integer)):
+            position = int(item) + length if int(item) < 0 else int(item)
+            if not 0 <= position < length:
+                raise IndexError(f"index {item} is out of bounds for axis {axis} of size {length}")
+            if chunk != 1:
+                raise _unaligned(axis, f"integer index {item} inside chunks of {chunk} elements")
+            chunk_index.append(position)
+        elif isinstance(item, slice):
+            start, stop, step = item.indices(length)
+            if step != 1:
+                raise _unaligned(axis, f"step {step}")
+            stop = max(stop, start)
+            if start % chunk or (stop % chunk and stop != length):
+                raise _unaligned(axis, f"slice {start}:{stop} with chunks of {chunk}")
+            first, last = start // chunk, -(-stop // chunk)
+            chunk_index.append(slice(first, last))
+            new_shape.append(stop - start)
+            new_chunks.append(chunk)
+            new_names.append(old_names[axis] if old_names else None)
+        else:
+            raise _unaligned(axis, f"{type(item).__name__} indexer")
+        axis += 1
+    manifest = array.manifest.subset(tuple(chunk_index))
+    metadata = array.with_metadata(
+        shape=tuple(new_shape),
+        chunk_shape=tuple(new_chunks),
+        dimension_names=new_names if any(n is not None for n in new_names) else None,
+    )
+    return ManifestArray(metadata, manifest)
+
+
+def _unaligned(axis: int, what: str) -> VirtualArrayAccessError:
+    return VirtualArrayAccessError(
+        f"cannot select {what} on axis {axis} of a virtual array: "
+        "only selections of whole chunks keep references valid",
+        hint="Select on chunk boundaries, or load the variable to index it freely",
+    )

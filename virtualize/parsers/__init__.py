@@ -1,0 +1,23 @@
+"""Parsers: one per format, each a callable ``parser(url, registry) -> ManifestStore``."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from virtualize.parsers.detect import detect, sniff_format
+from virtualize.parsers.hdf import HDFParser
+from virtualize.registry import ObjectStoreRegistry
+from virtualize.store import ManifestStore
+
+__all__ = ["HDFParser", "Parser", "detect", "sniff_format"]
+
+
+@runtime_checkable
+class Parser(Protocol):
+    """What every parser is: a picklable callable from a url to a :class:`ManifestStore`.
+
+    Configuration (``group=``, ``drop_variables=``, ...) lives on the instance, so parsers can
+    be shipped to executors.
+    """
+
+    def __call__(self, url: str, registry: ObjectStoreRegistry) -> ManifestStore: ...

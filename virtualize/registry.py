@@ -1,0 +1,217 @@
+"""ObjectStoreRegistry: which url prefixes map to which obstore store, and nothing else.
+
+The registry is the allow-list of every byte virtualize reads. A url under no registered
+prefix is refused with :class:`~virtualize.errors.UnauthorizedLocationError` before any request
+is made, and urls are normalised first so that ``..`` segments cannot climb out of a prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from obstore.store import HTTPStore, LocalStore, MemoryStore, S3Store
+
+from virtualize.errors import UnauthorizedLocationError
+
+__all__ = ["ObjectStoreRegistry", "normalize_url"]
+
+ObjectStore = LocalStore | S3Store | HTTPStore | MemoryStore | Any
+
+_REMOTE_SCHEMES = ("s3", "gs", "az", "abfs", "http", "https", "memory")
+
+
+def normalize_url(url_or_path: str | os.PathLike[str]) -> str:
+    """Return the canonical url of a local path or url.
+
+    Local paths become absolute ``file:///`` urls; ``.`` and ``..`` segments are resolved
+    lexically (without touching the file system) so that a url can be checked against a
+    prefix.
+
+    Parameters
+    ----------
+    url_or_path
+        A local path (relative or absolute), a ``file://`` url, or a remote url such as
+        ``s3://bucket/key`` or ``https://host/path``.
+
+    Returns
+    -------
+    str
+        The normalised url.
+    """
+    text = os.fspath(url_or_path)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        path = unquote(parts.path) if scheme == "file" else text
+        path = os.path.expanduser(path) if scheme == "" else path
+        absolute = posixpath.normpath(os.path.abspath(path))
+        if text.endswith("/") and not absolute.endswith("/"):
+            absolute += "/"
+        return "file://" + quote(absolute, safe="/:@!$&'()*+,;=-._~")
+    if scheme not in _REMOTE_SCHEMES:
+        return text
+    path = parts.path
+    trailing = path.endswith("/")
+    normalised = posixpath.normpath(path) if path not in ("", "/") else path
+    if normalised == ".":
+        normalised = ""
+    if trailing and not normalised.endswith("/"):
+        normalised += "/"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{parts.netloc}{normalised}{query}"
+
+
+def _as_prefix(url: str) -> str:
+    prefix = normalize_url(url)
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+class ObjectStoreRegistry:
+    """Map url prefixes to obstore stores; refuse every url under no prefix.
+
+    Parameters
+    ----------
+    stores
+        A mapping ``{url_prefix: store}``, for example
+        ``{"s3://my-bucket/": S3Store("my-bucket"), "file:///data/": LocalStore("/data")}``.
+        A store registered at a prefix receives paths relative to that prefix.
+
+    Examples
+    --------
+    >>> from obstore.store import LocalStore
+    >>> registry = ObjectStoreRegistry({"file:///data/": LocalStore("/data")})
+    >>> store, path = registry.resolve("file:///data/era5/2020.nc")
+    >>> path
+    'era5/2020.nc'
+    """
+
+    def __init__(self, stores: Mapping[str, ObjectStore] | None = None) -> None:
+        self._stores: dict[str, ObjectStore] = {}
+        for prefix, store in (stores or {}).items():
+            self.register(prefix, store)
+
+    def register(self, prefix: str, store: ObjectStore) -> None:
+        """Authorise reads under ``prefix`` through ``store``.
+
+        Parameters
+        ----------
+        prefix
+            A url prefix such as ``"s3://bucket/path/"`` or ``"file:///data/"`` (a trailing
+            ``/`` is added when missing, so a prefix always names a folder).
+        store
+            The obstore store that serves paths relative to ``prefix``.
+        """
+        self._stores[_as_prefix(prefix)] = store
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The registered prefixes, longest first."""
+        return tuple(sorted(self._stores, key=len, reverse=True))
+
+    def __contains__(self, url: object) -> bool:
+        return isinstance(url, str) and self._match(normalize_url(url)) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.prefixes)
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+    def __repr__(self) -> str:
+        return f"ObjectStoreRegistry({list(self.prefixes)!r})"
+
+    def _match(self, url: str) -> str | None:
+        for prefix in self.prefixes:
+            if url.startswith(prefix):
+                return prefix
+        return None
+
+    def resolve(self, url: str) -> tuple[ObjectStore, str]:
+        """Return the store that serves ``url`` and the path inside that store.
+
+        Parameters
+        ----------
+        url
+            The url (or local path) to read.
+
+        Returns
+        -------
+        tuple
+            ``(store, path)``.
+
+        Raises
+        ------
+        UnauthorizedLocationError
+            If ``url`` lies under no registered prefix (after normalisation).
+        """
+        normalised = normalize_url(url)
+        prefix = self._match(normalised)
+        if prefix is None:
+            raise UnauthorizedLocationError(
+                "this location is not registered, so it is not read",
+                url=str(url),
+                hint=(
+                    "Register its prefix with ObjectStoreRegistry.register(prefix, store) "
+                    f"if you trust it (registered: {list(self.prefixes) or 'none'})"
+                ),
+            )
+        path = normalised[len(prefix) :]
+        if prefix.startswith("file://"):
+            path = unquote(path)
+        return self._stores[prefix], path
+
+    def check(self, urls: Iterable[str]) -> None:
+        """Raise :class:`UnauthorizedLocationError` for the first url under no prefix."""
+        for url in urls:
+            self.resolve(url)
+
+    @classmethod
+    def for_urls(cls, urls: Iterable[str], *, quiet: bool = False) -> ObjectStoreRegistry:
+        """Build a registry that authorises exactly the locations of ``urls``.
+
+        Local files authorise their folder; ``s3://`` urls their bucket, with credentials and
+        region from the environment (``AWS_*`` variables); ``http(s)://`` urls their host.
+
+        Parameters
+        ----------
+        urls
+            The urls (or local paths) about to be opened.
+        quiet
+            Do not emit the warning that says which locations were registered.
+        """
+        registry = cls()
+        for url in urls:
+            normalised = normalize_url(url)
+            if normalised in registry:
+                continue
+            prefix, store = _default_store_for(normalised)
+            registry.register(prefix, store)
+        if not quiet and len(registry):
+            warnings.warn(
+                f"registry=None: authorised reads under {list(registry.prefixes)}; "
+                "pass an ObjectStoreRegistry to restrict or configure access",
+                stacklevel=3,
+            )
+        return registry
+
+
+def _default_store_for(url: str) -> tuple[str, ObjectStore]:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        folder = posixpath.dirname(unquote(parts.path))
+        return "file://" + quote(folder.rstrip("/") + "/"), LocalStore(folder or "/")
+    if parts.scheme == "s3":
+        return f"s3://{parts.netloc}/", S3Store(parts.netloc)
+    if parts.scheme in ("http", "https"):
+        base = f"{parts.scheme}://{parts.netloc}/"
+        return base, HTTPStore.from_url(base)
+    raise UnauthorizedLocationError(
+        f"no default store for the {parts.scheme!r} scheme",
+        url=url,
+        hint="Pass an ObjectStoreRegistry with a store registered for this location",
+    )

@@ -1,0 +1,237 @@
+"""xarray entry points: virtual datasets and the ``.virtualize`` accessor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from virtualize.errors import InvalidFileError
+from virtualize.manifests import ManifestArray, ManifestGroup
+from virtualize.parsers.detect import detect
+from virtualize.registry import ObjectStoreRegistry, normalize_url
+from virtualize.store import ManifestStore
+
+__all__ = ["VirtualizeAccessor", "construct_virtual_dataset", "open_virtual_dataset"]
+
+
+def open_virtual_dataset(
+    url: str | os.PathLike[str],
+    *,
+    parser: Any = None,
+    registry: ObjectStoreRegistry | None = None,
+    group: str | None = None,
+    loadable_variables: Iterable[str] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    decode_times: bool | None = None,
+) -> xr.Dataset:
+    """Open one file as a dataset of virtual arrays, reading only its metadata.
+
+    Parameters
+    ----------
+    url
+        A local path or a url (``file://``, ``s3://``, ``https://``).
+    parser
+        A parser instance such as :class:`~virtualize.parsers.HDFParser`; by default one is
+        chosen from the file's magic bytes.
+    registry
+        Where bytes may be read from. By default one is built that authorises the file's
+        folder (local files) or bucket (``s3://``).
+    group
+        The group to open, for formats that have groups.
+    loadable_variables
+        Variables to read into memory rather than reference. By default the dimension
+        coordinates are loaded and indexed, as :func:`xarray.open_dataset` does.
+    drop_variables
+        Variables to leave out.
+    decode_times
+        Decode CF times of loaded variables (xarray's default when None).
+
+    Returns
+    -------
+    xarray.Dataset
+        Virtual variables wrap :class:`~virtualize.ManifestArray` and keep their encoded
+        attributes; loaded variables are decoded as :func:`xarray.open_dataset` decodes them.
+
+    Examples
+    --------
+    >>> import virtualize as vz
+    >>> vds = vz.open_virtual_dataset("air.nc")  # doctest: +SKIP
+    >>> vds.virtualize.nrefs  # doctest: +SKIP
+    """
+    normalised = normalize_url(url)
+    if registry is None:
+        registry = ObjectStoreRegistry.for_urls([normalised])
+    drop = list(drop_variables or ())
+    if parser is None:
+        parser = detect(normalised, registry, group=group, drop_variables=drop)
+        store = parser(normalised, registry)
+        manifest_group = store.group
+    else:
+        store = parser(normalised, registry)
+        manifest_group = _select_group(store.group, group, normalised)
+    return construct_virtual_dataset(
+        manifest_group,
+        registry=registry,
+        loadable_variables=loadable_variables,
+        drop_variables=drop,
+        decode_times=decode_times,
+    )
+
+
+def _select_group(root: ManifestGroup, group: str | None, url: str) -> ManifestGroup:
+    if group in (None, "", "/"):
+        return root
+    node = root.get_node(str(group))
+    if not isinstance(node, ManifestGroup):
+        raise InvalidFileError(
+            f"no group {group!r}", url=url, hint=f"Groups here: {sorted(root.groups)}"
+        )
+    return node
+
+
+def construct_virtual_dataset(
+    manifest_group: ManifestGroup,
+    *,
+    registry: ObjectStoreRegistry,
+    loadable_variables: Iterable[str] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    decode_times: bool | None = None,
+) -> xr.Dataset:
+    """Build a virtual dataset from the arrays of one :class:`~virtualize.ManifestGroup`.
+
+    Parameters
+    ----------
+    manifest_group
+        The group whose arrays become variables (subgroups are ignored).
+    registry
+        Used to read the variables that are loaded.
+    loadable_variables, drop_variables, decode_times
+        As in :func:`open_virtual_dataset`.
+    """
+    drop = set(drop_variables or ())
+    arrays = {name: a for name, a in manifest_group.arrays.items() if name not in drop}
+    if loadable_variables is None:
+        loadable = {name for name, a in arrays.items() if _is_dimension_coordinate(name, a)}
+    else:
+        loadable = set(loadable_variables) & set(arrays)
+    loaded = _load(
+        ManifestGroup({n: arrays[n] for n in arrays if n in loadable}),
+        registry=registry,
+        decode_times=decode_times,
+    )
+    variables: dict[Hashable, xr.Variable] = {}
+    coordinate_names: set[Hashable] = set(loaded.coords) if loaded is not None else set()
+    for name, array in arrays.items():
+        if loaded is not None and name in loadable:
+            variables[name] = loaded.variables[name]
+            continue
+        attrs = dict(array.metadata.attributes)
+        dims = tuple(array.metadata.dimension_names or ())
+        variables[name] = xr.Variable(dims, array, attrs=attrs)
+        if _is_dimension_coordinate(name, array):
+            coordinate_names.add(name)
+        coordinate_names.update(_coordinates_attribute(attrs))
+    coordinate_names &= set(variables)
+    indexes = dict(loaded.xindexes) if loaded is not None else {}
+    coords = xr.Coordinates(
+        {name: variables[name] for name in variables if name in coordinate_names},
+        indexes={name: index for name, index in indexes.items() if name in coordinate_names},
+    )
+    data_vars = {name: v for name, v in variables.items() if name not in coordinate_names}
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(manifest_group.attributes))
+
+
+def _is_dimension_coordinate(name: str, array: ManifestArray) -> bool:
+    dims = array.metadata.dimension_names
+    return dims is not None and tuple(dims) == (name,)
+
+
+def _coordinates_attribute(attrs: Mapping[str, Any]) -> list[str]:
+    value = attrs.get("coordinates")
+    return value.split() if isinstance(value, str) else []
+
+
+def _load(
+    group: ManifestGroup, *, registry: ObjectStoreRegistry, decode_times: bool | None
+) -> xr.Dataset | None:
+    if not group.arrays:
+        return None
+    store = ManifestStore(group, registry=registry)
+    dataset = xr.open_zarr(
+        store,
+        consolidated=False,
+        zarr_format=3,
+        chunks=None,
+        decode_times=decode_times,
+        decode_coords=False,
+    )
+    return dataset.load()
+
+
+@xr.register_dataset_accessor("virtualize")
+class VirtualizeAccessor:
+    """``ds.virtualize``: what a virtual dataset holds, and what can be done with it."""
+
+    def __init__(self, dataset: xr.Dataset) -> None:
+        self._dataset = dataset
+
+    def _manifest_arrays(self) -> dict[Hashable, ManifestArray]:
+        return {
+            name: variable.data
+            for name, variable in self._dataset.variables.items()
+            if isinstance(variable.data, ManifestArray)
+        }
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the dataset holds in memory: manifests of virtual variables plus the values
+        of loaded ones."""
+        total = 0
+        for variable in self._dataset.variables.values():
+            data = variable.data
+            total += (
+                data.nbytes if isinstance(data, ManifestArray) else int(np.asarray(data).nbytes)
+            )
+        return total
+
+    @property
+    def nrefs(self) -> int:
+        """How many chunk references the virtual variables hold."""
+        return sum(array.manifest.nrefs for array in self._manifest_arrays().values())
+
+    def rename_paths(self, new: str | Mapping[str, str] | Any) -> xr.Dataset:
+        """A copy whose virtual variables point at other urls.
+
+        Parameters
+        ----------
+        new
+            One url, a mapping old → new, or a function from url to url.
+        """
+        replacements = {
+            name: xr.Variable(
+                self._dataset.variables[name].dims,
+                ManifestArray(array.metadata, array.manifest.rename_paths(new)),
+                attrs=self._dataset.variables[name].attrs,
+                encoding=self._dataset.variables[name].encoding,
+            )
+            for name, array in self._manifest_arrays().items()
+        }
+        return _replace_variables(self._dataset, replacements)
+
+
+def _replace_variables(
+    dataset: xr.Dataset, replacements: Mapping[Hashable, xr.Variable]
+) -> xr.Dataset:
+    """A copy of ``dataset`` with some variables replaced, keeping its indexes as they are
+    (virtual coordinates must not get default indexes, which would need their values)."""
+    variables = {name: replacements.get(name, v) for name, v in dataset.variables.items()}
+    coords = xr.Coordinates(
+        {name: variables[name] for name in dataset.coords},
+        indexes=dict(dataset.xindexes),
+    )
+    data_vars = {name: variables[name] for name in dataset.data_vars}
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(dataset.attrs))

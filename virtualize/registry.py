@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -22,7 +23,7 @@ __all__ = ["ObjectStoreRegistry", "normalize_url"]
 
 ObjectStore = LocalStore | S3Store | HTTPStore | MemoryStore | Any
 
-_REMOTE_SCHEMES = ("s3", "gs", "az", "abfs", "http", "https", "memory")
+_DOT_ESCAPE = re.compile("%2e", re.IGNORECASE)
 
 
 def normalize_url(url_or_path: str | os.PathLike[str]) -> str:
@@ -30,36 +31,51 @@ def normalize_url(url_or_path: str | os.PathLike[str]) -> str:
 
     Local paths become absolute ``file:///`` urls; ``.`` and ``..`` segments are resolved
     lexically (without touching the file system) so that a url can be checked against a
-    prefix.
+    prefix. In remote urls, percent-encoded dots (``%2e``) count as dots, as servers read them.
 
     Parameters
     ----------
     url_or_path
         A local path (relative or absolute), a ``file://`` url, or a remote url such as
-        ``s3://bucket/key`` or ``https://host/path``.
+        ``s3://bucket/key``, ``gs://bucket/key``, ``https://host/path`` or ``memory:///key``.
 
     Returns
     -------
     str
         The normalised url.
+
+    Raises
+    ------
+    ValueError
+        For a ``file://`` url that names a host other than ``localhost`` (``file://data/x``
+        is a typo of ``file:///data/x``, not a local path).
     """
     text = os.fspath(url_or_path)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        path = unquote(parts.path) if scheme == "file" else text
-        path = os.path.expanduser(path) if scheme == "" else path
+    if scheme == "file" or "://" not in text:
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise ValueError(
+                    f"{text!r} names the host {parts.netloc!r}; a local file url has three "
+                    "slashes, as in file:///path/to/file"
+                )
+            path = unquote(parts.path)
+        else:
+            path = os.path.expanduser(text)
         absolute = posixpath.normpath(os.path.abspath(path))
+        # POSIX keeps a leading "//" as implementation-defined; it is the same folder as "/".
+        absolute = "/" + absolute.lstrip("/")
         if text.endswith("/") and not absolute.endswith("/"):
             absolute += "/"
         return "file://" + quote(absolute, safe="/:@!$&'()*+,;=-._~")
-    if scheme not in _REMOTE_SCHEMES:
-        return text
-    path = parts.path
+    path = _DOT_ESCAPE.sub(".", parts.path)
     trailing = path.endswith("/")
     normalised = posixpath.normpath(path) if path not in ("", "/") else path
     if normalised == ".":
         normalised = ""
+    if normalised.startswith("//"):
+        normalised = "/" + normalised.lstrip("/")
     if trailing and not normalised.endswith("/"):
         normalised += "/"
     query = f"?{parts.query}" if parts.query else ""
@@ -114,7 +130,12 @@ class ObjectStoreRegistry:
         return tuple(sorted(self._stores, key=len, reverse=True))
 
     def __contains__(self, url: object) -> bool:
-        return isinstance(url, str) and self._match(normalize_url(url)) is not None
+        if not isinstance(url, str):
+            return False
+        try:
+            return self._match(normalize_url(url)) is not None
+        except ValueError:
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.prefixes)
@@ -149,7 +170,12 @@ class ObjectStoreRegistry:
         UnauthorizedLocationError
             If ``url`` lies under no registered prefix (after normalisation).
         """
-        normalised = normalize_url(url)
+        try:
+            normalised = normalize_url(url)
+        except ValueError as error:
+            raise UnauthorizedLocationError(
+                f"this url cannot be normalised ({error}), so it is not read", url=str(url)
+            ) from error
         prefix = self._match(normalised)
         if prefix is None:
             raise UnauthorizedLocationError(

@@ -23,6 +23,7 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
 from virtualize.errors import ChunkReadError, UnauthorizedLocationError
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
@@ -80,6 +81,9 @@ class ManifestStore(Store):
             and other._registry is self._registry
         )
 
+    def __hash__(self) -> int:
+        return hash((id(self._group), id(self._registry)))
+
     def __repr__(self) -> str:
         return f"ManifestStore({self._group!r}, registry={self._registry!r})"
 
@@ -118,18 +122,17 @@ class ManifestStore(Store):
     # -- chunks -------------------------------------------------------------------------------
 
     def _locate_chunk(self, key: str) -> tuple[str, ManifestArray, tuple[int, ...]] | None:
+        """Split a chunk key into its array, and the chunk position decoded with that
+        array's own chunk key encoding (``c/0/1``, ``c.0.1``, ``0.1``, ...)."""
         parts = key.split("/")
-        for split in range(len(parts) - 1, -1, -1):
-            if parts[split] != "c":
-                continue
+        for split in range(len(parts) - 1, 0, -1):
             array_path = "/".join(parts[:split])
             node = self._group.get_node(array_path)
             if not isinstance(node, ManifestArray):
                 continue
-            indices = parts[split + 1 :]
-            if len(indices) != node.ndim or not all(i.isdigit() for i in indices):
+            index = _decode_chunk_key(node, "/".join(parts[split:]))
+            if index is None:
                 return None
-            index = tuple(int(i) for i in indices)
             grid = node.manifest.shape_chunk_grid
             if any(i >= n for i, n in zip(index, grid, strict=True)):
                 return None
@@ -221,10 +224,7 @@ class ManifestStore(Store):
         for path, node in self._group.walk():
             yield f"{path}/{_METADATA_KEY}" if path else _METADATA_KEY
             if isinstance(node, ManifestArray):
-                present = np.argwhere(node.manifest.path_ids != MISSING)
-                base = f"{path}/c" if path else "c"
-                for index in present:
-                    yield "/".join([base, *(str(int(i)) for i in index)])
+                yield from _chunk_keys(path, node)
 
     async def list(self) -> AsyncIterator[str]:
         for key in self._all_keys():
@@ -235,17 +235,73 @@ class ManifestStore(Store):
             if key.startswith(prefix):
                 yield key
 
+    def _owning_array(self, path: str) -> tuple[str, ManifestArray] | None:
+        """The array at ``path`` or at the nearest ancestor of it, with its path."""
+        parts = path.split("/")
+        for end in range(len(parts), 0, -1):
+            array_path = "/".join(parts[:end])
+            node = self._group.get_node(array_path)
+            if isinstance(node, ManifestArray):
+                return array_path, node
+        return None
+
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        prefix = prefix.rstrip("/")
+        prefix = prefix.strip("/")
         node = self._group.get_node(prefix)
-        if node is None:
-            return
-        yield _METADATA_KEY
         if isinstance(node, ManifestGroup):
+            yield _METADATA_KEY
             for name in (*node.arrays, *node.groups):
                 yield name
-        elif node.manifest.nrefs or node.manifest.ninline:
-            yield "c"
+            return
+        if (
+            isinstance(node, ManifestArray)
+            and isinstance(node.metadata.chunk_key_encoding, DefaultChunkKeyEncoding)
+            and node.metadata.chunk_key_encoding.separator == "/"
+        ):
+            # The usual layout: every chunk key starts with "c/"; no need to list them.
+            yield _METADATA_KEY
+            if node.manifest.nrefs or node.manifest.ninline:
+                yield "c"
+            return
+        # Below an array (or an array with another key encoding): list its chunk keys.
+        owner = self._owning_array(prefix)
+        if owner is None:
+            return
+        if owner[0] == prefix:
+            yield _METADATA_KEY
+        seen: set[str] = set()
+        base = f"{prefix}/"
+        for key in _chunk_keys(*owner):
+            if key.startswith(base):
+                child = key[len(base) :].split("/", 1)[0]
+                if child not in seen:
+                    seen.add(child)
+                    yield child
+
+
+def _decode_chunk_key(array: ManifestArray, text: str) -> tuple[int, ...] | None:
+    """The chunk position a key names, or None if it names no chunk of ``array``."""
+    encoding = array.metadata.chunk_key_encoding
+    try:
+        index = tuple(int(i) for i in encoding.decode_chunk_key(text))
+    except (ValueError, TypeError):
+        return None
+    if array.ndim == 0 and index in ((), (0,)):
+        index = ()
+    if len(index) != array.ndim or any(i < 0 for i in index):
+        return None
+    # Refuse spellings zarr never writes ("c/01", "c/+1"): the key must round-trip.
+    if encoding.encode_chunk_key(index) != text:
+        return None
+    return index
+
+
+def _chunk_keys(path: str, array: ManifestArray) -> Iterable[str]:
+    """The keys of the chunks of ``array`` that have bytes (referenced or inline)."""
+    encoding = array.metadata.chunk_key_encoding
+    base = f"{path}/" if path else ""
+    for index in np.argwhere(array.manifest.path_ids != MISSING):
+        yield base + encoding.encode_chunk_key(tuple(int(i) for i in index))
 
 
 def _slice(data: bytes, byte_range: ByteRequest | None) -> bytes:

@@ -151,7 +151,9 @@ class ManifestArray:
             self.chunks != other.chunks
             or self.dtype != other.dtype
             or self._metadata.codecs != other._metadata.codecs
+            or not _same_fill_value(self._metadata.fill_value, other._metadata.fill_value)
         ):
+            # Missing chunks read as the fill value, so a different one changes the numbers.
             return np.zeros(self.shape, dtype=bool)
         by_chunk = self._manifest.elementwise_equal(other._manifest)
         expanded = by_chunk
@@ -215,6 +217,13 @@ def _needs_data(operation: str, why: str | None = None) -> VirtualArrayAccessErr
             "open_virtual_dataset), or write the references and open them with xr.open_zarr"
         ),
     )
+
+
+def _same_fill_value(first: Any, second: Any) -> bool:
+    a, b = np.asarray(first), np.asarray(second)
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def _chunk_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:

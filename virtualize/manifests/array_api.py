@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
 
 from virtualize.errors import ConcatenationError, VirtualArrayAccessError
 from virtualize.manifests.array import ManifestArray, implements
@@ -122,7 +123,7 @@ def concatenate(arrays: Sequence[Any], /, axis: int | None = 0) -> ManifestArray
     if len(virtual) == 1:
         return virtual[0]
     first = virtual[0]
-    axis = axis + first.ndim if axis < 0 else axis
+    axis = normalize_axis_index(axis, first.ndim)
     check_combinable(virtual, axis=axis)
     chunk = first.chunks[axis]
     for position, array in enumerate(virtual[:-1]):
@@ -144,7 +145,7 @@ def stack(arrays: Sequence[Any], /, axis: int = 0) -> ManifestArray:
     """Stack virtual arrays along a new axis (whose chunks hold one element)."""
     virtual = _as_manifest_arrays(arrays, "stack")
     first = virtual[0]
-    axis = axis + first.ndim + 1 if axis < 0 else axis
+    axis = normalize_axis_index(axis, first.ndim + 1)
     check_combinable(virtual, axis=None)
     manifest = stack_manifests([a.manifest for a in virtual], axis)
     shape = (*first.shape[:axis], len(virtual), *first.shape[axis:])
@@ -160,7 +161,9 @@ def expand_dims(array: ManifestArray, /, axis: int | tuple[int, ...]) -> Manifes
     """Add axes of length 1."""
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     ndim = array.ndim + len(axes)
-    axes = tuple(sorted(a + ndim if a < 0 else a for a in axes))
+    axes = tuple(sorted(normalize_axis_index(a, ndim) for a in axes))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in expand_dims: {axis}")
     shape = list(array.shape)
     chunks = list(array.chunks)
     names = list(array.metadata.dimension_names or [None] * array.ndim)
@@ -210,6 +213,29 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
     """The dtype numpy would give; virtual arrays contribute their dtype."""
     return np.result_type(
         *(a.dtype if isinstance(a, ManifestArray) else a for a in arrays_and_dtypes)
+    )
+
+
+@implements(np.full_like)
+def full_like(
+    array: ManifestArray,
+    /,
+    fill_value: Any,
+    dtype: Any = None,
+    order: str = "K",
+    subok: bool = True,
+    shape: Any = None,
+    **kwargs: Any,
+) -> np.ndarray:
+    """A numpy array of ``fill_value`` shaped like ``array``: needs no values.
+
+    xarray calls it to build the "null" mask of integer variables when it compares variables
+    (``xr.merge``), so virtual variables are then compared by reference.
+    """
+    return np.full(
+        array.shape if shape is None else shape,
+        fill_value,
+        dtype=array.dtype if dtype is None else dtype,
     )
 
 

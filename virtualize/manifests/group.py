@@ -11,7 +11,7 @@ from virtualize.manifests.array import ManifestArray
 __all__ = ["ManifestGroup"]
 
 
-@dataclass
+@dataclass(eq=False)
 class ManifestGroup:
     """A zarr group of virtual arrays.
 
@@ -65,6 +65,23 @@ class ManifestGroup:
         return sum(
             node.manifest.nrefs for _, node in self.walk() if isinstance(node, ManifestArray)
         )
+
+    def __eq__(self, other: object) -> bool:
+        # The dataclass default compared arrays with ``==``, which is elementwise for
+        # ManifestArray, so comparing two groups raised. Compare metadata and manifests.
+        if not isinstance(other, ManifestGroup):
+            return NotImplemented
+        if self.attributes != other.attributes or self.groups != other.groups:
+            return False
+        if self.arrays.keys() != other.arrays.keys():
+            return False
+        return all(
+            array.metadata.to_dict() == other.arrays[name].metadata.to_dict()
+            and array.manifest == other.arrays[name].manifest
+            for name, array in self.arrays.items()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

@@ -64,9 +64,12 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
             if step != 1:
                 raise _unaligned(axis, f"step {step}")
             stop = max(stop, start)
-            if start % chunk or (stop % chunk and stop != length):
+            if start == stop:  # an empty selection keeps no chunk, wherever it starts
+                first = last = 0
+            elif start % chunk or (stop % chunk and stop != length):
                 raise _unaligned(axis, f"slice {start}:{stop} with chunks of {chunk}")
-            first, last = start // chunk, -(-stop // chunk)
+            else:
+                first, last = start // chunk, -(-stop // chunk)
             chunk_index.append(slice(first, last))
             new_shape.append(stop - start)
             new_chunks.append(chunk)

@@ -169,6 +169,11 @@ class ChunkManifest:
             urls = urls[1:]
         offsets_array = np.asarray(offsets, dtype=np.uint64)
         lengths_array = np.asarray(lengths, dtype=np.uint64)
+        if offsets_array.shape != paths_array.shape or lengths_array.shape != paths_array.shape:
+            raise ManifestError(
+                f"paths, offsets and lengths must share one shape, got {paths_array.shape}, "
+                f"{offsets_array.shape} and {lengths_array.shape}"
+            )
         info = sources or {}
         return cls(
             urls,
@@ -202,13 +207,21 @@ class ChunkManifest:
         source
             Parse-time information about ``url``.
         """
-        offsets_array = np.ascontiguousarray(offsets, dtype=np.uint64)
-        lengths_array = np.ascontiguousarray(lengths, dtype=np.uint64)
+        # np.asarray, not np.ascontiguousarray: the latter turns a 0-d grid into 1-d.
+        offsets_array = np.asarray(offsets, dtype=np.uint64, order="C")
+        lengths_array = np.asarray(lengths, dtype=np.uint64, order="C")
         if present is None:
             path_ids = np.zeros(offsets_array.shape, dtype=np.uint32)
         else:
-            path_ids = np.where(np.asarray(present, dtype=bool), np.uint32(0), MISSING)
-            path_ids = path_ids.astype(np.uint32, copy=False)
+            mask = np.asarray(present, dtype=bool)
+            if mask.shape != offsets_array.shape:
+                raise ManifestError(
+                    f"present must be shaped like offsets {offsets_array.shape}, got {mask.shape}"
+                )
+            path_ids = np.where(mask, np.uint32(0), MISSING).astype(np.uint32, copy=False)
+            if not mask.all():
+                offsets_array = np.where(mask, offsets_array, np.uint64(0))
+                lengths_array = np.where(mask, lengths_array, np.uint64(0))
         return cls([url], path_ids, offsets_array, lengths_array, sources=[source])
 
     @classmethod
@@ -243,6 +256,13 @@ class ChunkManifest:
         offsets = np.zeros(grid_shape, dtype=np.uint64)
         lengths = np.zeros(grid_shape, dtype=np.uint64)
         for key, entry in zip(keys, entries.values(), strict=True):
+            if len(key) != len(grid_shape) or not all(
+                0 <= i < n for i, n in zip(key, grid_shape, strict=True)
+            ):
+                raise ManifestError(
+                    f"chunk key {'.'.join(map(str, key))!r} lies outside the chunk grid "
+                    f"{grid_shape}"
+                )
             paths[key] = entry["path"]
             offsets[key] = entry["offset"]
             lengths[key] = entry["length"]
@@ -313,8 +333,9 @@ class ChunkManifest:
 
     # -- access -------------------------------------------------------------------------------
 
-    def __getitem__(self, index: tuple[int, ...]) -> ChunkEntry | None:
+    def __getitem__(self, index: tuple[int, ...] | int) -> ChunkEntry | None:
         """The reference of the chunk at grid position ``index`` (None if missing)."""
+        index = self._chunk_position(index)
         path_id = self._path_ids[index]
         if path_id == MISSING:
             return None
@@ -326,6 +347,21 @@ class ChunkManifest:
             self._urls[int(path_id)], int(self._offsets[index]), int(self._lengths[index])
         )
 
+    def _chunk_position(self, index: tuple[int, ...] | int) -> tuple[int, ...]:
+        """``index`` as a tuple of non-negative grid positions, or IndexError."""
+        items = (index,) if isinstance(index, (int, np.integer)) else tuple(index)
+        shape = self._path_ids.shape
+        if len(items) != len(shape) or not all(isinstance(i, (int, np.integer)) for i in items):
+            raise IndexError(
+                f"a chunk position needs {len(shape)} integers for the grid {shape}, got {index!r}"
+            )
+        position = tuple(
+            int(i) + n if int(i) < 0 else int(i) for i, n in zip(items, shape, strict=True)
+        )
+        if not all(0 <= i < n for i, n in zip(position, shape, strict=True)):
+            raise IndexError(f"chunk position {index!r} is outside the grid {shape}")
+        return position
+
     def iter_batches(self, batch_size: int = 1 << 20) -> Iterator[RefBatch]:
         """Yield the file references in columnar batches, in C order of the chunk grid.
 
@@ -336,6 +372,8 @@ class ChunkManifest:
         batch_size
             Chunk-grid positions covered by each batch.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
         flat_ids = self._path_ids.reshape(-1)
         flat_offsets = self._offsets.reshape(-1)
         flat_lengths = self._lengths.reshape(-1)
@@ -365,18 +403,22 @@ class ChunkManifest:
     __hash__ = None  # type: ignore[assignment]
 
     def elementwise_equal(self, other: ChunkManifest) -> npt.NDArray[np.bool_]:
-        """Per chunk, whether both manifests reference the same bytes."""
+        """Per chunk, whether both manifests reference the same bytes.
+
+        Two missing chunks are equal whatever offsets they carry; two inline chunks are equal
+        when they hold the same bytes.
+        """
         if self.shape_chunk_grid != other.shape_chunk_grid:
             raise ManifestError(
                 f"cannot compare chunk grids {self.shape_chunk_grid} and {other.shape_chunk_grid}"
             )
-        ours = np.array([*self._urls, "\0missing", "\0inline"], dtype=object)
-        theirs = np.array([*other._urls, "\0missing", "\0inline"], dtype=object)
-        mine = ours[_table_index(self._path_ids, len(self._urls))]
-        yours = theirs[_table_index(other._path_ids, len(other._urls))]
-        equal = (mine == yours) & (self._offsets == other._offsets)
-        equal &= self._lengths == other._lengths
-        for flat in np.flatnonzero(equal & (self._path_ids == INLINE)):
+        _, _, (mine, yours) = merge_url_tables([self, other])
+        equal = mine == yours
+        real = equal & (mine < INLINE)
+        real &= self._offsets == other._offsets
+        real &= self._lengths == other._lengths
+        equal = np.where(mine < INLINE, real, equal)
+        for flat in np.flatnonzero(equal & (mine == INLINE)):
             position = np.unravel_index(flat, self._path_ids.shape)
             equal[position] = self._inline.get(int(flat)) == other._inline.get(int(flat))
         return np.asarray(equal, dtype=bool)
@@ -440,9 +482,9 @@ class ChunkManifest:
             inline = {}
         return ChunkManifest(
             self._urls,
-            np.ascontiguousarray(np.broadcast_to(self._path_ids, grid_shape)),
-            np.ascontiguousarray(np.broadcast_to(self._offsets, grid_shape)),
-            np.ascontiguousarray(np.broadcast_to(self._lengths, grid_shape)),
+            np.asarray(np.broadcast_to(self._path_ids, grid_shape), order="C"),
+            np.asarray(np.broadcast_to(self._offsets, grid_shape), order="C"),
+            np.asarray(np.broadcast_to(self._lengths, grid_shape), order="C"),
             inline=inline,
             sources=self._sources,
             validate=False,
@@ -460,21 +502,14 @@ class ChunkManifest:
         return _compact(
             ChunkManifest(
                 self._urls,
-                np.ascontiguousarray(path_ids),
-                np.ascontiguousarray(self._offsets[index]),
-                np.ascontiguousarray(self._lengths[index]),
+                np.asarray(path_ids, order="C"),
+                np.asarray(self._offsets[index], order="C"),
+                np.asarray(self._lengths[index], order="C"),
                 inline=inline,
                 sources=self._sources,
                 validate=False,
             )
         )
-
-
-def _table_index(path_ids: np.ndarray, nurls: int) -> np.ndarray:
-    index = path_ids.astype(np.int64)
-    index[path_ids == MISSING] = nurls
-    index[path_ids == INLINE] = nurls + 1
-    return index
 
 
 def _remap(manifest: ChunkManifest, renamed: list[str]) -> ChunkManifest:
@@ -569,6 +604,8 @@ def concatenate_manifests(manifests: Sequence[ChunkManifest], axis: int) -> Chun
 
 def stack_manifests(manifests: Sequence[ChunkManifest], axis: int) -> ChunkManifest:
     """Stack manifests along a new axis of their chunk grids."""
+    if manifests and axis < 0:
+        axis += manifests[0].ndim_chunk_grid + 1
     expanded = [m.reshape_grid(_insert(m.shape_chunk_grid, axis)) for m in manifests]
     return concatenate_manifests(expanded, axis)
 

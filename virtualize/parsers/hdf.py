@@ -29,7 +29,12 @@ from virtualize.manifests import (
     ManifestGroup,
     SourceInfo,
 )
-from virtualize.parsers.attributes import encode_fill_value, to_json_value
+from virtualize.parsers.attributes import (
+    PACKING_ATTRIBUTES,
+    encode_fill_value,
+    packing_codec,
+    to_json_value,
+)
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -162,11 +167,20 @@ class _Context:
     # -- attributes ---------------------------------------------------------------------------
 
     def attributes(
-        self, node: Any, *, is_scale: bool, dtype: np.dtype[Any] | None = None, name: str = ""
+        self,
+        node: Any,
+        *,
+        is_scale: bool,
+        dtype: np.dtype[Any] | None = None,
+        name: str = "",
+        skip: Iterable[str] = (),
     ) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        skipped = frozenset(skip)
         for key in node.attrs:
-            if key in _HIDDEN_ATTRIBUTES or (is_scale and key in _SCALE_ATTRIBUTES):
+            if key in _HIDDEN_ATTRIBUTES or key in skipped:
+                continue
+            if is_scale and key in _SCALE_ATTRIBUTES:
                 continue
             try:
                 value = node.attrs[key]
@@ -217,14 +231,28 @@ class _Context:
             chunks, manifest = self._compact_manifest(dset, shape, dtype)
         else:
             raise self._unsupported(name, "it is a virtual dataset (VDS)")
+        fill_value = _fill_value(dset, dtype)
+        data_type = dtype.newbyteorder("=")
+        packing = packing_codec(_raw_cf_attributes(dset), dtype)
+        if packing is not None:
+            codec, data_type = packing
+            codecs = [codec, *codecs]
+            fill_value = codec.decode_array(np.array([fill_value], dtype=dtype))[0].item()
+        attributes = self.attributes(
+            dset,
+            is_scale=is_scale,
+            dtype=dtype,
+            name=name,
+            skip=PACKING_ATTRIBUTES if packing is not None else (),
+        )
         metadata = ArrayV3Metadata(
             shape=shape,
-            data_type=get_data_type_from_native_dtype(dtype.newbyteorder("=")),
+            data_type=get_data_type_from_native_dtype(data_type),
             chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
             chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
-            fill_value=_fill_value(dset, dtype),
+            fill_value=fill_value,
             codecs=codecs,
-            attributes=self.attributes(dset, is_scale=is_scale, dtype=dtype, name=name),
+            attributes=attributes,
             dimension_names=dims,
         )
         return ManifestArray(metadata, manifest)
@@ -399,6 +427,10 @@ def _members(h5group: Any) -> list[tuple[str, Any]]:
         except (KeyError, OSError):
             continue  # dangling soft or external link: nothing to reference
     return members
+
+
+def _raw_cf_attributes(dset: Any) -> dict[str, Any]:
+    return {name: dset.attrs[name] for name in PACKING_ATTRIBUTES if name in dset.attrs}
 
 
 def _is_dimension_only(dset: Any) -> bool:

@@ -7,7 +7,7 @@ directly (:class:`ManifestStore`) or that is committed to Icechunk or written as
 
 from importlib.metadata import PackageNotFoundError, version
 
-from virtualize import errors
+from virtualize import errors, parsers
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
@@ -29,4 +29,5 @@ __all__ = [
     "__version__",
     "errors",
     "open_virtual_dataset",
+    "parsers",
 ]

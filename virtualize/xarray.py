@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import InvalidFileError
+from virtualize.errors import InvalidFileError, VirtualArrayAccessError
 from virtualize.manifests import ManifestArray, ManifestGroup
+from virtualize.manifests.array import replace_metadata
+from virtualize.parsers.attributes import to_json_value
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
@@ -128,6 +130,7 @@ def construct_virtual_dataset(
     for name, array in arrays.items():
         if loaded is not None and name in loadable:
             variables[name] = loaded.variables[name]
+            coordinate_names.update(_coordinates_attribute(variables[name].encoding))
             continue
         attrs = dict(array.metadata.attributes)
         dims = tuple(array.metadata.dimension_names or ())
@@ -167,7 +170,6 @@ def _load(
         zarr_format=3,
         chunks=None,
         decode_times=decode_times,
-        decode_coords=False,
     )
     return dataset.load()
 
@@ -221,6 +223,59 @@ class VirtualizeAccessor:
             for name, array in self._manifest_arrays().items()
         }
         return _replace_variables(self._dataset, replacements)
+
+    def to_manifest_group(self) -> ManifestGroup:
+        """The dataset as a :class:`~virtualize.ManifestGroup` (every variable must be virtual).
+
+        Dimension names and attributes come from the xarray variables, so renames and
+        attribute edits made with xarray are kept.
+
+        Raises
+        ------
+        VirtualArrayAccessError
+            If a variable holds loaded values rather than references.
+        """
+        loaded = [
+            str(name)
+            for name, variable in self._dataset.variables.items()
+            if not isinstance(variable.data, ManifestArray)
+        ]
+        if loaded:
+            raise VirtualArrayAccessError(
+                f"variables {loaded} are loaded in memory, not references",
+                hint="Open with loadable_variables=[] or drop them before building a store",
+            )
+        non_index_coords = [
+            str(name) for name in self._dataset.coords if name not in self._dataset.dims
+        ]
+        arrays = {}
+        for name, variable in self._dataset.variables.items():
+            array = variable.data
+            attributes = {str(k): to_json_value(v) for k, v in variable.attrs.items()}
+            if name in self._dataset.data_vars and "coordinates" not in attributes:
+                related = [
+                    c for c in non_index_coords if set(self._dataset[c].dims) <= set(variable.dims)
+                ]
+                if related:
+                    attributes["coordinates"] = " ".join(related)
+            metadata = replace_metadata(
+                array.metadata,
+                dimension_names=tuple(str(d) for d in variable.dims),
+                attributes=attributes,
+            )
+            arrays[str(name)] = ManifestArray(metadata, array.manifest)
+        attributes = {str(k): to_json_value(v) for k, v in self._dataset.attrs.items()}
+        return ManifestGroup(arrays, attributes=attributes)
+
+    def to_manifest_store(self, registry: ObjectStoreRegistry) -> ManifestStore:
+        """A read-only zarr store over the dataset's references (see :meth:`to_manifest_group`).
+
+        Parameters
+        ----------
+        registry
+            Where the referenced bytes may be read from.
+        """
+        return ManifestStore(self.to_manifest_group(), registry=registry)
 
 
 def _replace_variables(

@@ -95,7 +95,7 @@ def packing_codec(
     """
     from xarray.coding.variables import _choose_float_dtype
 
-    factors = {
+    factors: dict[str, Any] = {
         name: _scalar(raw_attributes[name])
         for name in ("scale_factor", "add_offset")
         if name in raw_attributes

@@ -231,7 +231,13 @@ class _Context:
             chunks, manifest = self._compact_manifest(dset, shape, dtype)
         else:
             raise self._unsupported(name, "it is a virtual dataset (VDS)")
-        fill_value = _fill_value(dset, dtype)
+        fill_value, fill_defined = _fill_value(dset, dtype)
+        if not fill_defined and bool((manifest.path_ids == MISSING).any()):
+            raise self._unsupported(
+                name,
+                "some of its chunks were never written and its fill value is undefined or its "
+                "fill time is NEVER, so HDF5 itself gives no defined value for them",
+            )
         data_type = dtype.newbyteorder("=")
         packing = packing_codec(_raw_cf_attributes(dset), dtype)
         if packing is not None:
@@ -279,6 +285,10 @@ class _Context:
             raise self._unsupported(name, "object and region references are not supported yet")
         if dtype.names is not None:
             raise self._unsupported(name, "compound types are not supported yet")
+        if dtype.kind == "S" and dtype.itemsize > 1:
+            raise self._unsupported(
+                name, f"fixed-length strings of {dtype.itemsize} bytes are not supported yet"
+            )
         if dtype.kind not in "biufcS" or dtype.subdtype is not None:
             raise self._unsupported(name, f"the {dtype} data type is not supported yet")
         return dtype
@@ -327,7 +337,7 @@ class _Context:
 
     def _codecs(self, plist: Any, dtype: np.dtype[Any], name: str) -> list[Any]:
         from h5py import h5z
-        from numcodecs.zarr3 import Fletcher32, Shuffle, Zlib
+        from zarr.codecs.numcodecs import Fletcher32, Shuffle, Zlib
 
         if dtype.itemsize == 1 or dtype.kind == "S":
             codecs: list[Any] = [BytesCodec(endian=None)]
@@ -438,13 +448,26 @@ def _is_dimension_only(dset: Any) -> bool:
     return isinstance(value, bytes | np.bytes_) and bytes(value).startswith(_DIMENSION_ONLY)
 
 
-def _fill_value(dset: Any, dtype: np.dtype[Any]) -> Any:
-    value = dset.fillvalue
+def _fill_value(dset: Any, dtype: np.dtype[Any]) -> tuple[Any, bool]:
+    """The dataset's fill value, and whether HDF5 defines what unallocated storage reads as.
+
+    With an undefined fill value, or fill time NEVER, HDF5 leaves the reader's buffer as it
+    was: h5py shows zeros and netCDF-C shows whatever memory held.
+    """
+    from h5py import h5d
+
+    plist = dset.id.get_create_plist()
+    defined = plist.fill_value_defined() != h5d.FILL_VALUE_UNDEFINED
+    defined = defined and plist.get_fill_time() != h5d.FILL_TIME_NEVER
+    try:
+        value = dset.fillvalue
+    except RuntimeError:  # h5py raises when the fill value is undefined
+        value = None
     if dtype.kind == "S":
-        return bytes(value) if value is not None else b""
+        return (bytes(value) if value is not None else b""), defined
     if value is None:
-        return 0
-    return np.asarray(value, dtype=dtype).reshape(()).item()
+        return 0, defined
+    return np.asarray(value, dtype=dtype).reshape(()).item(), defined
 
 
 def _contiguous_chunks(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> tuple[int, ...]:

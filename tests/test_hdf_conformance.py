@@ -252,7 +252,7 @@ def test_large_contiguous_datasets_are_split_into_chunks(tmp_path: Path) -> None
     parser = HDFParser(max_chunk_bytes=64 * 1000 * 8 // 8)
     store = parser(str(path), local_registry(path))
     array = store.group.arrays["big"]
-    assert array.chunks == (8, 1000)
+    assert array.chunk_shape == (8, 1000)
     assert array.manifest.nrefs == 8
     import zarr
 

@@ -87,7 +87,9 @@ def test_drop_variables_and_accessor(netcdf_file: Path) -> None:
     assert "station_height" not in vds
     assert vds.virtualize.nrefs == 3 + 1  # air in 3 chunks, elevation in 1
     manifest_bytes = sum(
-        v.data.nbytes for v in vds.variables.values() if isinstance(v.data, vz.ManifestArray)
+        v.data.manifest.nbytes
+        for v in vds.variables.values()
+        if isinstance(v.data, vz.ManifestArray)
     )
     loaded_bytes = sum(
         v.nbytes for v in vds.variables.values() if not isinstance(v.data, vz.ManifestArray)

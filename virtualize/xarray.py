@@ -196,7 +196,9 @@ class VirtualizeAccessor:
         for variable in self._dataset.variables.values():
             data = variable.data
             total += (
-                data.nbytes if isinstance(data, ManifestArray) else int(np.asarray(data).nbytes)
+                data.manifest.nbytes
+                if isinstance(data, ManifestArray)
+                else int(np.asarray(data).nbytes)
             )
         return total
 

@@ -85,20 +85,20 @@ class ManifestArray:
     def dtype(self) -> np.dtype[Any]:
         return np.dtype(self._metadata.data_type.to_native_dtype())
 
+    # Deliberately not called ``chunks``: xarray treats any duck array with ``.chunks`` as a
+    # dask-like chunked array and looks for a chunk manager to load it.
     @property
-    def chunks(self) -> tuple[int, ...]:
+    def chunk_shape(self) -> tuple[int, ...]:
         """The chunk shape (regular grid)."""
         return _chunk_shape(self._metadata)
 
     @property
-    def nbytes_virtual(self) -> int:
-        """Bytes the array would occupy in memory if it were loaded."""
-        return self.size * self.dtype.itemsize
-
-    @property
     def nbytes(self) -> int:
-        """Bytes this virtual array holds in memory (its manifest)."""
-        return self._manifest.nbytes
+        """Bytes the array would occupy if loaded, as for numpy arrays (what xarray shows).
+
+        The memory the virtual array holds is ``array.manifest.nbytes``.
+        """
+        return self.size * self.dtype.itemsize
 
     @property
     def T(self) -> ManifestArray:
@@ -106,7 +106,7 @@ class ManifestArray:
 
     def __repr__(self) -> str:
         return (
-            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={self.chunks}, "
+            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={self.chunk_shape}, "
             f"nrefs={self._manifest.nrefs}>"
         )
 
@@ -148,7 +148,7 @@ class ManifestArray:
         if self.shape != other.shape:
             return np.zeros(np.broadcast_shapes(self.shape, other.shape), dtype=bool)
         if (
-            self.chunks != other.chunks
+            self.chunk_shape != other.chunk_shape
             or self.dtype != other.dtype
             or self._metadata.codecs != other._metadata.codecs
             or not _same_fill_value(self._metadata.fill_value, other._metadata.fill_value)
@@ -157,7 +157,7 @@ class ManifestArray:
             return np.zeros(self.shape, dtype=bool)
         by_chunk = self._manifest.elementwise_equal(other._manifest)
         expanded = by_chunk
-        for axis, chunk in enumerate(self.chunks):
+        for axis, chunk in enumerate(self.chunk_shape):
             expanded = np.repeat(expanded, chunk, axis=axis)
         return expanded[tuple(slice(0, n) for n in self.shape)]
 
@@ -169,6 +169,13 @@ class ManifestArray:
                 f"astype({np.dtype(dtype)})", "casting changes the bytes of every chunk"
             )
         return self
+
+    def transpose(self, *axes: Any) -> ManifestArray:
+        """Only the identity permutation: reordering axes reorders bytes inside chunks."""
+        order = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
+        if not order or tuple(order) == tuple(range(self.ndim)):
+            return self
+        raise _needs_data("transpose", "reordering axes reorders bytes inside every chunk")
 
     def copy(self) -> ManifestArray:
         return ManifestArray(self._metadata, self._manifest)

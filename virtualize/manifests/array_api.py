@@ -20,7 +20,17 @@ from virtualize.manifests.manifest import concatenate_manifests, stack_manifests
 __all__ = ["check_combinable"]
 
 #: Attributes that change how stored numbers decode; they must agree to join arrays.
-PACKING_ATTRIBUTES = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned")
+#: ``units`` and ``calendar`` included: times stored as "days since <each file's start>"
+#: would otherwise all decode with the first file's epoch.
+DECODING_ATTRIBUTES = (
+    "scale_factor",
+    "add_offset",
+    "_FillValue",
+    "missing_value",
+    "_Unsigned",
+    "units",
+    "calendar",
+)
 
 
 def _describe(array: ManifestArray) -> str:
@@ -57,8 +67,8 @@ def check_combinable(arrays: Sequence[ManifestArray], *, axis: int | None = None
         problems = []
         if other.dtype != first.dtype:
             problems.append(f"dtype {first.dtype} vs {other.dtype}")
-        if other.chunks != first.chunks:
-            problems.append(f"chunk shape {first.chunks} vs {other.chunks}")
+        if other.chunk_shape != first.chunk_shape:
+            problems.append(f"chunk shape {first.chunk_shape} vs {other.chunk_shape}")
         if other.metadata.codecs != first.metadata.codecs:
             problems.append(
                 f"codecs {_codec_names(first)} vs {_codec_names(other)}"
@@ -71,7 +81,7 @@ def check_combinable(arrays: Sequence[ManifestArray], *, axis: int | None = None
             )
         first_attrs = first.metadata.attributes
         other_attrs = other.metadata.attributes
-        for name in PACKING_ATTRIBUTES:
+        for name in DECODING_ATTRIBUTES:
             if not _attr_equal(first_attrs.get(name), other_attrs.get(name)):
                 problems.append(f"{name} {first_attrs.get(name)!r} vs {other_attrs.get(name)!r}")
         if other.ndim != first.ndim:
@@ -125,7 +135,7 @@ def concatenate(arrays: Sequence[Any], /, axis: int | None = 0) -> ManifestArray
     first = virtual[0]
     axis = normalize_axis_index(axis, first.ndim)
     check_combinable(virtual, axis=axis)
-    chunk = first.chunks[axis]
+    chunk = first.chunk_shape[axis]
     for position, array in enumerate(virtual[:-1]):
         if array.shape[axis] % chunk:
             raise ConcatenationError(
@@ -149,7 +159,7 @@ def stack(arrays: Sequence[Any], /, axis: int = 0) -> ManifestArray:
     check_combinable(virtual, axis=None)
     manifest = stack_manifests([a.manifest for a in virtual], axis)
     shape = (*first.shape[:axis], len(virtual), *first.shape[axis:])
-    chunks = (*first.chunks[:axis], 1, *first.chunks[axis:])
+    chunks = (*first.chunk_shape[:axis], 1, *first.chunk_shape[axis:])
     names = first.metadata.dimension_names
     new_names = (*names[:axis], None, *names[axis:]) if names else None
     metadata = first.with_metadata(shape=shape, chunk_shape=chunks, dimension_names=new_names)
@@ -165,7 +175,7 @@ def expand_dims(array: ManifestArray, /, axis: int | tuple[int, ...]) -> Manifes
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in expand_dims: {axis}")
     shape = list(array.shape)
-    chunks = list(array.chunks)
+    chunks = list(array.chunk_shape)
     names = list(array.metadata.dimension_names or [None] * array.ndim)
     for a in axes:
         shape.insert(a, 1)
@@ -193,7 +203,7 @@ def broadcast_to(array: ManifestArray, /, shape: tuple[int, ...]) -> ManifestArr
         raise ValueError(f"cannot broadcast shape {array.shape} to {shape}")
     lead = len(shape) - array.ndim
     expanded = expand_dims(array, tuple(range(lead))) if lead else array
-    chunks = list(expanded.chunks)
+    chunks = list(expanded.chunk_shape)
     for axis, (old, new) in enumerate(zip(expanded.shape, shape, strict=True)):
         if old == new:
             continue

@@ -57,7 +57,9 @@ class ManifestGroup:
     @property
     def nbytes(self) -> int:
         """Bytes held by every manifest in the group and its subgroups."""
-        return sum(node.nbytes for _, node in self.walk() if isinstance(node, ManifestArray))
+        return sum(
+            node.manifest.nbytes for _, node in self.walk() if isinstance(node, ManifestArray)
+        )
 
     @property
     def nrefs(self) -> int:

@@ -51,7 +51,7 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
             new_chunks.append(1)
             new_names.append(None)
             continue
-        length, chunk = array.shape[axis], array.chunks[axis]
+        length, chunk = array.shape[axis], array.chunk_shape[axis]
         if isinstance(item, (int, np.integer)):
             position = int(item) + length if int(item) < 0 else int(item)
             if not 0 <= position < length:

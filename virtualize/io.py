@@ -88,6 +88,21 @@ class ObstoreFile(io.RawIOBase):
         self._position = 0
         self.requests = 0
 
+    @property
+    def store(self) -> Any:
+        """The obstore store read from."""
+        return self._store
+
+    @property
+    def path(self) -> str:
+        """The object's path in :attr:`store`."""
+        return self._path
+
+    @property
+    def size(self) -> int:
+        """The object's size in bytes."""
+        return self._size
+
     def readable(self) -> bool:
         return True
 

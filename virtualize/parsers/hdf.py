@@ -35,6 +35,11 @@ from virtualize.parsers.attributes import (
     packing_codec,
     to_json_value,
 )
+from virtualize.parsers.hdf_index import (
+    ChunkIndex,
+    IndexFormatError,
+    read_v1_btree_chunk_index,
+)
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -122,7 +127,7 @@ class HDFParser:
                         hint=f"Groups here: {sorted(_group_paths(h5file))}",
                     )
                 root = node
-            context = _Context(url=url, source=source, parser=self, file=h5file)
+            context = _Context(url=url, source=source, parser=self, file=h5file, reader=reader)
             group = context.parse_group(root, drop=self.drop_variables)
         return ManifestStore(group, registry=registry)
 
@@ -140,11 +145,17 @@ def _group_paths(h5file: Any) -> list[str]:
 class _Context:
     """What parsing one file needs: the url, its parse-time info, and netCDF's dimension ids."""
 
-    def __init__(self, *, url: str, source: SourceInfo, parser: HDFParser, file: Any) -> None:
+    def __init__(
+        self, *, url: str, source: SourceInfo, parser: HDFParser, file: Any, reader: ObstoreFile
+    ) -> None:
         self.url = url
         self.source = source
         self.parser = parser
         self.file = file
+        self.reader = reader
+        plist = file.id.get_create_plist()
+        self.base_address = int(plist.get_userblock())
+        self.offset_size, self.length_size = (int(n) for n in plist.get_sizes())
         self._dimension_ids: dict[int, str] | None = None
 
     # -- groups -------------------------------------------------------------------------------
@@ -372,26 +383,58 @@ class _Context:
         self, dset: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]
     ) -> ChunkManifest:
         grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
-        records: list[Any] = []
-        if all(n > 0 for n in shape) and dset.id.get_storage_size() > 0:
-            dset.id.chunk_iter(records.append)
         path_ids = np.full(grid, MISSING, dtype=np.uint32)
         offsets = np.zeros(grid, dtype=np.uint64)
         lengths = np.zeros(grid, dtype=np.uint64)
-        if records:
-            chunk_offsets, filter_masks, byte_offsets, sizes = zip(*records, strict=True)
-            if any(filter_masks):
+        if all(n > 0 for n in shape):
+            index = self._chunk_index(dset, len(shape))
+            if index.filter_masks.any():
                 raise self._unsupported(
                     name, "some chunks were stored with filters skipped (per-chunk filter mask)"
                 )
-            ndim = len(shape)
-            coordinates = np.array(chunk_offsets, dtype=np.int64).reshape(len(records), ndim)
-            positions = tuple((coordinates // np.array(chunks, dtype=np.int64)).T)
+            positions = tuple((index.coordinates // np.array(chunks, dtype=np.uint64)).T)
             path_ids[positions] = 0
-            offsets[positions] = np.array(byte_offsets, dtype=np.uint64)
-            lengths[positions] = np.array(sizes, dtype=np.uint64)
+            offsets[positions] = index.addresses
+            lengths[positions] = index.sizes
         return ChunkManifest(
             [self.url], path_ids, offsets, lengths, sources=[self.source], validate=False
+        )
+
+    def _chunk_index(self, dset: Any, ndim: int) -> ChunkIndex:
+        """The dataset's chunks: read from its B-tree directly when it has a version-1 B-tree
+        index, otherwise listed by h5py."""
+
+        try:
+            index = read_v1_btree_chunk_index(
+                self.reader.store,
+                self.reader.path,
+                header_address=_object_address(dset),
+                base_address=self.base_address,
+                file_size=self.reader.size,
+                ndim=ndim,
+                offset_size=self.offset_size,
+                length_size=self.length_size,
+            )
+        except IndexFormatError:
+            index = None
+        if index is not None:
+            return index
+        records: list[Any] = []
+        if dset.id.get_storage_size() > 0:
+            dset.id.chunk_iter(records.append)
+        if not records:
+            return ChunkIndex(
+                np.zeros((0, ndim), dtype=np.uint64),
+                np.zeros(0, dtype=np.uint64),
+                np.zeros(0, dtype=np.uint64),
+                np.zeros(0, dtype=np.uint32),
+            )
+        chunk_offsets, filter_masks, byte_offsets, sizes = zip(*records, strict=True)
+        return ChunkIndex(
+            np.array(chunk_offsets, dtype=np.uint64).reshape(len(records), ndim),
+            np.array(byte_offsets, dtype=np.uint64),
+            np.array(sizes, dtype=np.uint64),
+            np.array(filter_masks, dtype=np.uint32),
         )
 
     def _contiguous_manifest(
@@ -437,6 +480,26 @@ def _members(h5group: Any) -> list[tuple[str, Any]]:
         except (KeyError, OSError):
             continue  # dangling soft or external link: nothing to reference
     return members
+
+
+def _object_address(dset: Any) -> int:
+    """Where the dataset's object header is (relative to the superblock).
+
+    ``h5o.get_info`` also computes storage sizes, which walks the whole chunk B-tree; the
+    link that names a dataset gives its address for free.
+    """
+    import h5py
+
+    name = posixpath.basename(dset.name or "")
+    if name:
+        parent = dset.parent  # keep a reference: a temporary's id closes mid-call
+        try:
+            link = parent.id.links.get_info(name.encode())
+        except (KeyError, OSError, ValueError):
+            link = None
+        if link is not None and link.type == h5py.h5l.TYPE_HARD:
+            return int(link.u)
+    return int(h5py.h5o.get_info(dset.id).addr)
 
 
 def _raw_cf_attributes(dset: Any) -> dict[str, Any]:

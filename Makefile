@@ -55,7 +55,7 @@ test: lint typecheck pytest
 $(BENCH_VENV)/.installed: pyproject.toml
 	@[ -x $(BENCH_VENV)/bin/python ] || $(BASE_PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all]" "virtualizarr[hdf]==2.8.0"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all]" netCDF4 "virtualizarr[hdf]==2.8.0"
 	@touch $@
 
 bench: $(BENCH_VENV)/.installed

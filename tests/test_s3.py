@@ -1,0 +1,99 @@
+"""s3:// urls against an S3-compatible server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import obstore
+import pytest
+import xarray as xr
+from obstore.store import S3Store
+from oracle import read_through_manifest_store
+
+import virtualize as vz
+from virtualize.errors import UnauthorizedLocationError
+
+BUCKET = "archive"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for name, value in CREDENTIALS.items():
+            monkeypatch.setenv(name, value)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=BUCKET
+        )
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def bucket_store(endpoint: str) -> S3Store:
+    return S3Store(
+        BUCKET,
+        endpoint=endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+
+
+def upload_sample(endpoint: str, tmp_path: Path) -> tuple[str, Path]:
+    path = tmp_path / "sample.nc"
+    xr.Dataset(
+        {"v": (("t", "x"), np.arange(60, dtype="f8").reshape(6, 10))},
+        coords={"t": np.arange(6)},
+        attrs={"where": "s3"},
+    ).to_netcdf(path, engine="netcdf4", encoding={"v": {"zlib": True, "chunksizes": (2, 5)}})
+    obstore.put(bucket_store(endpoint), "era/sample.nc", path.read_bytes())
+    return f"s3://{BUCKET}/era/sample.nc", path
+
+
+def test_open_and_read_an_s3_file(s3_endpoint: str, tmp_path: Path) -> None:
+    url, local = upload_sample(s3_endpoint, tmp_path)
+    registry = vz.ObjectStoreRegistry({f"s3://{BUCKET}/": bucket_store(s3_endpoint)})
+    vds = vz.open_virtual_dataset(url, registry=registry)
+    assert vds["v"].data.manifest.urls == (url,)
+    source = vds["v"].data.manifest.sources[0]
+    assert source is not None and source.etag and source.size == local.stat().st_size
+    store = vz.parsers.HDFParser()(url, registry)
+    xr.testing.assert_identical(read_through_manifest_store(store), xr.open_dataset(local).load())
+
+
+def test_registry_none_uses_the_bucket_and_environment_credentials(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, local = upload_sample(s3_endpoint, tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    monkeypatch.setenv("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
+    with pytest.warns(UserWarning, match=f"s3://{BUCKET}/"):
+        vds = vz.open_virtual_dataset(url, loadable_variables=["t", "v"])
+    xr.testing.assert_identical(vds["v"], xr.open_dataset(local)["v"].load())
+
+
+def test_a_prefix_of_the_bucket_does_not_authorise_the_rest(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    url, _ = upload_sample(s3_endpoint, tmp_path)
+    registry = vz.ObjectStoreRegistry({f"s3://{BUCKET}/other/": bucket_store(s3_endpoint)})
+    with pytest.raises(UnauthorizedLocationError, match=r"sample\.nc"):
+        vz.open_virtual_dataset(url, registry=registry)

@@ -355,3 +355,15 @@ def test_read_goes_through_the_registry_store_not_the_local_path(tmp_path: Path)
     store = HDFParser()("memory://bucket/data/mem.nc", registry)
     virtual = read_through_manifest_store(store)
     xr.testing.assert_identical(virtual, xr.open_dataset(path).load())
+
+
+def test_shrunk_datasets_read_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "shrunk.h5"
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("x", data=np.arange(100.0), chunks=(10,), maxshape=(None,))
+        dataset.resize((35,))
+    store = HDFParser()(str(path), local_registry(path))
+    import zarr
+
+    got = zarr.open_array(store, path="x", mode="r", zarr_format=3)[...]
+    np.testing.assert_array_equal(got, np.arange(35.0))

@@ -19,7 +19,7 @@ from zarr.codecs import BytesCodec
 from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
-from virtualize.errors import InvalidFileError, UnsupportedFeatureError
+from virtualize.errors import InvalidFileError, UnsupportedFeatureError, VirtualizeError
 from virtualize.io import DEFAULT_BLOCK_SIZE, ObstoreFile, head
 from virtualize.manifests import (
     INLINE,
@@ -170,7 +170,17 @@ class _Context:
             if isinstance(link, h5py.Dataset):
                 if name in drop or _is_dimension_only(link):
                     continue
-                arrays[name] = self.parse_dataset(link, name, phony)
+                try:
+                    arrays[name] = self.parse_dataset(link, name, phony)
+                except VirtualizeError:
+                    raise
+                except (OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
+                    raise InvalidFileError(
+                        f"its metadata could not be read ({type(error).__name__}: {error})",
+                        url=self.url,
+                        variable=name,
+                        hint=f"The file may be damaged; pass drop_variables=[{name!r}] to skip it",
+                    ) from error
             elif isinstance(link, h5py.Group):
                 groups[name] = self.parse_group(link)
         return ManifestGroup(arrays, groups, self.attributes(h5group, is_scale=False))
@@ -392,10 +402,21 @@ class _Context:
                 raise self._unsupported(
                     name, "some chunks were stored with filters skipped (per-chunk filter mask)"
                 )
-            positions = tuple((index.coordinates // np.array(chunks, dtype=np.uint64)).T)
+            chunk_array = np.array(chunks, dtype=np.uint64)
+            if (index.coordinates % chunk_array).any():
+                raise InvalidFileError(
+                    "its chunk index lists a chunk that does not start on a chunk boundary",
+                    url=self.url,
+                    variable=name,
+                    hint="The file is corrupt; rewrite it, or drop the variable",
+                )
+            grid_positions = index.coordinates // chunk_array
+            # a shrunk dataset may keep chunks beyond its extent; they are not part of it
+            inside = (grid_positions < np.array(grid, dtype=np.uint64)).all(axis=1)
+            positions = tuple(grid_positions[inside].T)
             path_ids[positions] = 0
-            offsets[positions] = index.addresses
-            lengths[positions] = index.sizes
+            offsets[positions] = index.addresses[inside]
+            lengths[positions] = index.sizes[inside]
         return ChunkManifest(
             [self.url], path_ids, offsets, lengths, sources=[self.source], validate=False
         )

@@ -286,10 +286,6 @@ def test_scalars_empty_arrays_and_fixed_strings(tmp_path: Path) -> None:
             "compound",
         ),
         (
-            lambda f: f.create_dataset("v", data=np.arange(10.0), chunks=(5,), compression="lzf"),
-            "lzf",
-        ),
-        (
             lambda f: f.create_dataset(
                 "v",
                 data=np.arange(3, dtype="i1"),
@@ -298,7 +294,7 @@ def test_scalars_empty_arrays_and_fixed_strings(tmp_path: Path) -> None:
             "enum",
         ),
     ],
-    ids=["vlen-string", "compound", "lzf-filter", "enum"],
+    ids=["vlen-string", "compound", "enum"],
 )
 def test_unsupported_variables_are_refused_at_parse_time(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "bad.h5"
@@ -367,3 +363,48 @@ def test_shrunk_datasets_read_back_exactly(tmp_path: Path) -> None:
 
     got = zarr.open_array(store, path="x", mode="r", zarr_format=3)[...]
     np.testing.assert_array_equal(got, np.arange(35.0))
+
+
+def test_filters_without_a_decoder_are_inlined_when_small_and_refused_when_large(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "scaleoffset.h5"
+    values = np.arange(400, dtype="i4").reshape(20, 20) * 3
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=values, chunks=(10, 10), scaleoffset=0)
+    store = HDFParser()(str(path), local_registry(path))
+    manifest = store.group.arrays["v"].manifest
+    assert manifest.nrefs == 0 and manifest.ninline == 4
+    import zarr
+
+    np.testing.assert_array_equal(zarr.open_array(store, path="v", mode="r")[...], values)
+    with pytest.raises(UnsupportedFeatureError) as caught:
+        HDFParser(max_inline_bytes=100)(str(path), local_registry(path))
+    message = str(caught.value)
+    assert "scaleoffset" in message and "id 6" in message and "max_inline_bytes" in message
+
+
+def test_chunks_stored_with_filters_skipped_are_rewritten_inline(tmp_path: Path) -> None:
+    import zlib
+
+    path = tmp_path / "masked.h5"
+    values = np.arange(64, dtype="i4").reshape(8, 8)
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("v", shape=(8, 8), dtype="i4", chunks=(4, 4), compression="gzip")
+        for i in (0, 4):
+            for j in (0, 4):
+                block = np.ascontiguousarray(values[i : i + 4, j : j + 4])
+                if (i, j) == (4, 4):  # this chunk skips the deflate filter (mask bit 0)
+                    dataset.id.write_direct_chunk((i, j), block.tobytes(), filter_mask=1)
+                else:
+                    dataset.id.write_direct_chunk((i, j), zlib.compress(block.tobytes()))
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["v"][...], values)
+    store = HDFParser()(str(path), local_registry(path))
+    manifest = store.group.arrays["v"].manifest
+    assert manifest.nrefs == 3 and manifest.ninline == 1
+    import zarr
+
+    np.testing.assert_array_equal(zarr.open_array(store, path="v", mode="r")[...], values)
+    with pytest.raises(UnsupportedFeatureError, match="filter mask"):
+        HDFParser(max_rewritten_share=0.1)(str(path), local_registry(path))

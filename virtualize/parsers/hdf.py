@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from zarr.codecs import BytesCodec
 from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
+from virtualize.codecs.hdf5_filters import NoDecoderError, filter_codecs, filters_of
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError, VirtualizeError
 from virtualize.io import DEFAULT_BLOCK_SIZE, ObstoreFile, head
 from virtualize.manifests import (
@@ -40,6 +40,8 @@ from virtualize.parsers.hdf_index import (
     IndexFormatError,
     read_v1_btree_chunk_index,
 )
+from virtualize.parsers.hdf_types import TypePlan, plan_type
+from virtualize.parsers.inline import encode_chunks, inline_manifest
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -75,6 +77,14 @@ class HDFParser:
     max_chunk_bytes
         Contiguous (unchunked) datasets larger than this are referenced as several chunks
         along their first axis, so readers don't fetch one giant range.
+    max_inline_bytes
+        Datasets whose bytes can't be referenced (compact layout, a type stored on the HDF5
+        heap, a filter with no zarr decoder) are read at parse time and held inline up to
+        this size; larger ones are refused.
+    max_rewritten_share, max_rewritten_bytes
+        Chunks stored with some filters skipped (a per-chunk filter mask) are read decoded
+        and re-encoded inline; an array with a larger share of such chunks, or more bytes of
+        them, than these limits is refused.
     block_size
         Bytes per request when reading the file's metadata.
 
@@ -90,11 +100,17 @@ class HDFParser:
         group: str | None = None,
         drop_variables: Iterable[str] | None = None,
         max_chunk_bytes: int = _DEFAULT_MAX_CHUNK_BYTES,
+        max_inline_bytes: int = 4 * 1024 * 1024,
+        max_rewritten_share: float = 0.25,
+        max_rewritten_bytes: int = 16 * 1024 * 1024,
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         self.group = group
         self.drop_variables = frozenset(drop_variables or ())
         self.max_chunk_bytes = max_chunk_bytes
+        self.max_inline_bytes = max_inline_bytes
+        self.max_rewritten_share = max_rewritten_share
+        self.max_rewritten_bytes = max_rewritten_bytes
         self.block_size = block_size
 
     def __repr__(self) -> str:
@@ -226,7 +242,6 @@ class _Context:
         import h5py
         from h5py import h5d
 
-        dtype = self._check_dtype(dset, name)
         shape = dset.shape
         if shape is None:
             raise UnsupportedFeatureError(
@@ -241,47 +256,61 @@ class _Context:
         plist = dset.id.get_create_plist()
         if plist.get_external_count() > 0:
             raise self._unsupported(name, "its data is stored in external raw files")
-        codecs = self._codecs(plist, dtype, name)
         layout = plist.get_layout()
+        if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT):
+            raise self._unsupported(name, "it is a virtual dataset (VDS)")
+        raw_fill, fill_defined = _fill_value(dset, np.dtype(dset.dtype))
+        plan = plan_type(dset, url=self.url, name=name, fill_value=raw_fill)
         if layout == h5d.CHUNKED:
             chunks = tuple(int(c) for c in dset.chunks)
-            manifest = self._chunked_manifest(dset, name, shape, chunks)
-        elif layout == h5d.CONTIGUOUS:
-            chunks, manifest = self._contiguous_manifest(dset, shape, dtype)
-        elif layout == h5d.COMPACT:
-            chunks, manifest = self._compact_manifest(dset, shape, dtype)
+        elif layout == h5d.CONTIGUOUS and plan.referenceable:
+            chunks = _contiguous_chunks(shape, plan.stored.itemsize, self.parser.max_chunk_bytes)
         else:
-            raise self._unsupported(name, "it is a virtual dataset (VDS)")
-        fill_value, fill_defined = _fill_value(dset, dtype)
-        if not fill_defined and bool((manifest.path_ids == MISSING).any()):
+            chunks = tuple(max(n, 1) for n in shape)
+        why_inline = None
+        filters: list[Any] = []
+        if not plan.referenceable:
+            why_inline = "its type can't be referenced"
+        elif layout == h5d.COMPACT:
+            why_inline = "compact data lives in the object header"
+        else:
+            try:
+                filters = filter_codecs(filters_of(plist), dtype=plan.stored, chunk_shape=chunks)
+            except NoDecoderError as error:
+                why_inline = str(error)
+        storage = _metadata(
+            shape, chunks, plan.data_type, plan.fill_value, [plan.serializer, *filters]
+        )
+        if why_inline is not None:
+            manifest = self._materialize(dset, name, plan, storage, why_inline)
+        elif layout == h5d.CHUNKED:
+            manifest = self._chunked_manifest(dset, name, storage)
+        else:
+            manifest = self._contiguous_manifest(dset, storage, plan.stored)
+        if why_inline is None and not fill_defined and bool((manifest.path_ids == MISSING).any()):
             raise self._unsupported(
                 name,
                 "some of its chunks were never written and its fill value is undefined or its "
                 "fill time is NEVER, so HDF5 itself gives no defined value for them",
             )
-        data_type = dtype.newbyteorder("=")
-        packing = packing_codec(_raw_cf_attributes(dset), dtype)
+        codecs = [plan.serializer, *filters]
+        data_type = plan.data_type
+        fill_value = plan.fill_value
+        packing = packing_codec(_raw_cf_attributes(dset), plan.stored)
         if packing is not None:
-            codec, data_type = packing
+            codec, decoded = packing
             codecs = [codec, *codecs]
-            fill_value = codec.decode_array(np.array([fill_value], dtype=dtype))[0].item()
+            data_type = get_data_type_from_native_dtype(decoded)
+            fill_value = codec.decode_array(np.array([fill_value], dtype=plan.stored))[0].item()
         attributes = self.attributes(
             dset,
             is_scale=is_scale,
-            dtype=dtype,
+            dtype=plan.stored,
             name=name,
             skip=PACKING_ATTRIBUTES if packing is not None else (),
         )
-        metadata = ArrayV3Metadata(
-            shape=shape,
-            data_type=get_data_type_from_native_dtype(data_type),
-            chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
-            chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
-            fill_value=fill_value,
-            codecs=codecs,
-            attributes=attributes,
-            dimension_names=dims,
-        )
+        attributes.update(plan.attributes)
+        metadata = _metadata(shape, chunks, data_type, fill_value, codecs, attributes, dims)
         return ManifestArray(metadata, manifest)
 
     def _unsupported(self, name: str, reason: str) -> UnsupportedFeatureError:
@@ -292,27 +321,23 @@ class _Context:
             hint=f"Pass drop_variables=[{name!r}] to open the rest of the file",
         )
 
-    def _check_dtype(self, dset: Any, name: str) -> np.dtype[Any]:
-        import h5py
-
-        dtype = np.dtype(dset.dtype)
-        if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
-            raise self._unsupported(name, "variable-length strings are stored on the HDF5 heap")
-        if h5py.check_vlen_dtype(dtype) is not None:
-            raise self._unsupported(name, "variable-length data is stored on the HDF5 heap")
-        if h5py.check_enum_dtype(dtype) is not None:
-            raise self._unsupported(name, "enum types are not supported yet")
-        if h5py.check_ref_dtype(dtype) is not None:
-            raise self._unsupported(name, "object and region references are not supported yet")
-        if dtype.names is not None:
-            raise self._unsupported(name, "compound types are not supported yet")
-        if dtype.kind == "S" and dtype.itemsize > 1:
+    def _materialize(
+        self, dset: Any, name: str, plan: TypePlan, storage: ArrayV3Metadata, why: str
+    ) -> ChunkManifest:
+        """Read the whole dataset with h5py and hold it inline, encoded with ``storage``."""
+        shape = tuple(int(n) for n in storage.shape)
+        grid = _grid(shape, _chunk_shape_of(storage))
+        if any(n == 0 for n in shape):
+            return ChunkManifest.empty(grid)
+        size = int(np.prod(shape, dtype=np.int64)) * max(plan.stored.itemsize, 1)
+        if size > self.parser.max_inline_bytes:
             raise self._unsupported(
-                name, f"fixed-length strings of {dtype.itemsize} bytes are not supported yet"
+                name,
+                f"{why}, and at {size:,} bytes it is too large to hold inline "
+                f"(max_inline_bytes={self.parser.max_inline_bytes:,})",
             )
-        if dtype.kind not in "biufcS" or dtype.subdtype is not None:
-            raise self._unsupported(name, f"the {dtype} data type is not supported yet")
-        return dtype
+        values = plan.inline_values(np.asarray(dset[()]))
+        return inline_manifest(grid, encode_chunks(storage, values))
 
     def dimension_names(
         self,
@@ -354,72 +379,81 @@ class _Context:
             self._dimension_ids = ids
         return self._dimension_ids
 
-    # -- codecs -------------------------------------------------------------------------------
-
-    def _codecs(self, plist: Any, dtype: np.dtype[Any], name: str) -> list[Any]:
-        from h5py import h5z
-        from zarr.codecs.numcodecs import Fletcher32, Shuffle, Zlib
-
-        if dtype.itemsize == 1 or dtype.kind == "S":
-            codecs: list[Any] = [BytesCodec(endian=None)]
-        else:
-            codecs = [BytesCodec(endian="big" if dtype.byteorder == ">" else "little")]
-        for index in range(plist.get_nfilters()):
-            code, _flags, values, filter_name = plist.get_filter(index)
-            label = (
-                filter_name.decode(errors="replace")
-                if isinstance(filter_name, bytes)
-                else filter_name
-            )
-            if code == h5z.FILTER_DEFLATE:
-                codecs.append(Zlib(level=int(values[0]) if len(values) else 6))
-            elif code == h5z.FILTER_SHUFFLE:
-                if dtype.itemsize > 1:
-                    codecs.append(Shuffle(elementsize=dtype.itemsize))
-            elif code == h5z.FILTER_FLETCHER32:
-                codecs.append(Fletcher32())
-            else:
-                raise UnsupportedFeatureError(
-                    f"cannot be decoded here: HDF5 filter {label!r} (id {code}) has no codec yet",
-                    url=self.url,
-                    variable=name,
-                    hint=f"Pass drop_variables=[{name!r}] to open the rest of the file",
-                )
-        return codecs
-
     # -- layouts ------------------------------------------------------------------------------
 
-    def _chunked_manifest(
-        self, dset: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]
-    ) -> ChunkManifest:
-        grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    def _chunked_manifest(self, dset: Any, name: str, storage: ArrayV3Metadata) -> ChunkManifest:
+        shape = tuple(int(n) for n in storage.shape)
+        chunks = _chunk_shape_of(storage)
+        grid = _grid(shape, chunks)
         path_ids = np.full(grid, MISSING, dtype=np.uint32)
         offsets = np.zeros(grid, dtype=np.uint64)
         lengths = np.zeros(grid, dtype=np.uint64)
-        if all(n > 0 for n in shape):
-            index = self._chunk_index(dset, len(shape))
-            if index.filter_masks.any():
-                raise self._unsupported(
-                    name, "some chunks were stored with filters skipped (per-chunk filter mask)"
-                )
-            chunk_array = np.array(chunks, dtype=np.uint64)
-            if (index.coordinates % chunk_array).any():
-                raise InvalidFileError(
-                    "its chunk index lists a chunk that does not start on a chunk boundary",
-                    url=self.url,
-                    variable=name,
-                    hint="The file is corrupt; rewrite it, or drop the variable",
-                )
-            grid_positions = index.coordinates // chunk_array
-            # a shrunk dataset may keep chunks beyond its extent; they are not part of it
-            inside = (grid_positions < np.array(grid, dtype=np.uint64)).all(axis=1)
-            positions = tuple(grid_positions[inside].T)
-            path_ids[positions] = 0
-            offsets[positions] = index.addresses[inside]
-            lengths[positions] = index.sizes[inside]
+        if not all(n > 0 for n in shape):
+            return ChunkManifest([self.url], path_ids, offsets, lengths, sources=[self.source])
+        index = self._chunk_index(dset, len(shape))
+        chunk_array = np.array(chunks, dtype=np.uint64)
+        if (index.coordinates % chunk_array).any():
+            raise InvalidFileError(
+                "its chunk index lists a chunk that does not start on a chunk boundary",
+                url=self.url,
+                variable=name,
+                hint="The file is corrupt; rewrite it, or drop the variable",
+            )
+        grid_positions = index.coordinates // chunk_array
+        # a shrunk dataset may keep chunks beyond its extent; they are not part of it
+        inside = (grid_positions < np.array(grid, dtype=np.uint64)).all(axis=1)
+        masked = inside & (index.filter_masks != 0)
+        referenced = inside & ~masked
+        positions = tuple(grid_positions[referenced].T.astype(np.intp))
+        path_ids[positions] = 0
+        offsets[positions] = index.addresses[referenced]
+        lengths[positions] = index.sizes[referenced]
+        inline: dict[int, bytes] = {}
+        if masked.any():
+            inline = self._rewrite_masked_chunks(dset, name, storage, grid_positions[masked])
+            for flat, data in inline.items():
+                position = np.unravel_index(flat, grid)
+                path_ids[position] = INLINE
+                lengths[position] = len(data)
         return ChunkManifest(
-            [self.url], path_ids, offsets, lengths, sources=[self.source], validate=False
+            [self.url],
+            path_ids,
+            offsets,
+            lengths,
+            inline=inline,
+            sources=[self.source],
+            validate=False,
         )
+
+    def _rewrite_masked_chunks(
+        self, dset: Any, name: str, storage: ArrayV3Metadata, positions: np.ndarray
+    ) -> dict[int, bytes]:
+        """Chunks stored with some filters skipped can't share the array's codecs: read them
+        decoded with h5py and re-encode them with the array's codecs, inline."""
+        shape = tuple(int(n) for n in storage.shape)
+        chunks = _chunk_shape_of(storage)
+        grid = _grid(shape, chunks)
+        count = len(positions)
+        total = int(np.prod(grid, dtype=np.int64))
+        chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * np.dtype(dset.dtype).itemsize
+        share = count / total
+        if share > self.parser.max_rewritten_share or count * chunk_bytes > (
+            self.parser.max_rewritten_bytes
+        ):
+            raise self._unsupported(
+                name,
+                f"{count} of its {total} chunks were stored with filters skipped (per-chunk "
+                f"filter mask); rewriting them inline would hold {count * chunk_bytes:,} bytes, "
+                f"more than max_rewritten_share={self.parser.max_rewritten_share} or "
+                f"max_rewritten_bytes={self.parser.max_rewritten_bytes:,} allow",
+            )
+        wanted = [tuple(int(i) for i in position) for position in positions]
+        encoded = encode_chunks(storage, dset, chunks=wanted)
+        rewritten = {}
+        for position in wanted:
+            if position in encoded:
+                rewritten[int(np.ravel_multi_index(position, grid))] = encoded[position]
+        return rewritten
 
     def _chunk_index(self, dset: Any, ndim: int) -> ChunkIndex:
         """The dataset's chunks: read from its B-tree directly when it has a version-1 B-tree
@@ -459,37 +493,50 @@ class _Context:
         )
 
     def _contiguous_manifest(
-        self, dset: Any, shape: tuple[int, ...], dtype: np.dtype[Any]
-    ) -> tuple[tuple[int, ...], ChunkManifest]:
+        self, dset: Any, storage: ArrayV3Metadata, dtype: np.dtype[Any]
+    ) -> ChunkManifest:
+        shape = tuple(int(n) for n in storage.shape)
+        chunks = _chunk_shape_of(storage)
+        grid = _grid(shape, chunks)
         offset = dset.id.get_offset()
-        chunks = _contiguous_chunks(shape, dtype.itemsize, self.parser.max_chunk_bytes)
-        grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
         if offset is None or any(n == 0 for n in shape):
-            return chunks, ChunkManifest.empty(grid)
+            return ChunkManifest.empty(grid)
         chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * dtype.itemsize
         count = int(np.prod(grid, dtype=np.int64))
         offsets = np.uint64(offset) + np.arange(count, dtype=np.uint64) * np.uint64(chunk_bytes)
         lengths = np.full(count, chunk_bytes, dtype=np.uint64)
-        manifest = ChunkManifest.from_single_url(
+        return ChunkManifest.from_single_url(
             self.url, offsets.reshape(grid), lengths.reshape(grid), source=self.source
         )
-        return chunks, manifest
 
-    def _compact_manifest(
-        self, dset: Any, shape: tuple[int, ...], dtype: np.dtype[Any]
-    ) -> tuple[tuple[int, ...], ChunkManifest]:
-        # Compact data lives in the object header, not in a byte range of its own: hold it inline.
-        chunks = tuple(max(n, 1) for n in shape)
-        grid = tuple(1 for _ in shape)
-        values = np.asarray(dset[()], dtype=dtype)
-        if any(n == 0 for n in shape):
-            return chunks, ChunkManifest.empty(tuple(0 if n == 0 else 1 for n in shape))
-        data = np.ascontiguousarray(values).tobytes()
-        path_ids = np.full(grid, INLINE, dtype=np.uint32)
-        zeros = np.zeros(grid, dtype=np.uint64)
-        lengths = np.full(grid, len(data), dtype=np.uint64)
-        manifest = ChunkManifest([], path_ids, zeros, lengths, inline={0: data})
-        return chunks, manifest
+
+def _metadata(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    data_type: Any,
+    fill_value: Any,
+    codecs: list[Any],
+    attributes: dict[str, Any] | None = None,
+    dimension_names: tuple[str, ...] | None = None,
+) -> ArrayV3Metadata:
+    return ArrayV3Metadata(
+        shape=shape,
+        data_type=data_type,
+        chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
+        chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
+        fill_value=fill_value,
+        codecs=codecs,
+        attributes=attributes or {},
+        dimension_names=dimension_names,
+    )
+
+
+def _chunk_shape_of(metadata: ArrayV3Metadata) -> tuple[int, ...]:
+    return tuple(int(c) for c in metadata.chunk_grid.chunk_shape)  # type: ignore[union-attr]
+
+
+def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
 
 
 def _members(h5group: Any) -> list[tuple[str, Any]]:

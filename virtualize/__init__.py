@@ -11,7 +11,7 @@ from virtualize import errors, parsers
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
-from virtualize.xarray import VirtualizeAccessor, open_virtual_dataset
+from virtualize.xarray import VirtualizeAccessor, open_virtual_dataset, open_virtual_datatree
 
 try:
     __version__ = version("virtualize")
@@ -29,5 +29,6 @@ __all__ = [
     "__version__",
     "errors",
     "open_virtual_dataset",
+    "open_virtual_datatree",
     "parsers",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "FormatDetectionError",
     "InvalidFileError",
     "ManifestError",
+    "SkippedVariableWarning",
     "UnauthorizedLocationError",
     "UnsupportedFeatureError",
     "VirtualArrayAccessError",
@@ -120,3 +121,7 @@ class VirtualArrayAccessError(VirtualizeError, TypeError):
 
 class ChunkReadError(VirtualizeError, OSError):
     """Fetching a referenced chunk from its source failed."""
+
+
+class SkippedVariableWarning(UserWarning):
+    """A variable was left out because it can't be referenced (``on_unsupported="skip"``)."""

@@ -19,7 +19,7 @@ from obstore.store import HTTPStore, LocalStore, MemoryStore, S3Store
 
 from virtualize.errors import UnauthorizedLocationError
 
-__all__ = ["ObjectStoreRegistry", "normalize_url"]
+__all__ = ["ObjectStoreRegistry", "normalize_url", "sibling_url"]
 
 ObjectStore = LocalStore | S3Store | HTTPStore | MemoryStore | Any
 
@@ -80,6 +80,29 @@ def normalize_url(url_or_path: str | os.PathLike[str]) -> str:
         normalised += "/"
     query = f"?{parts.query}" if parts.query else ""
     return f"{scheme}://{parts.netloc}{normalised}{query}"
+
+
+def sibling_url(base_url: str, name: str) -> str:
+    """The url of ``name`` (a path a file gives for another file) next to ``base_url``.
+
+    Relative names resolve against the folder of ``base_url``; absolute paths keep its
+    scheme and host; a name that is itself a url is only normalised.
+
+    Examples
+    --------
+    >>> sibling_url("s3://bucket/a/b.h5", "../c.h5")
+    's3://bucket/c.h5'
+    """
+    name_parts = urlsplit(name)
+    if len(name_parts.scheme) > 1:
+        return normalize_url(name)
+    parts = urlsplit(normalize_url(base_url))
+    base_path = unquote(parts.path) if parts.scheme == "file" else parts.path
+    joined = name if name.startswith("/") else posixpath.join(posixpath.dirname(base_path), name)
+    joined = posixpath.normpath(joined)
+    if parts.scheme == "file":
+        return normalize_url(joined)
+    return normalize_url(f"{parts.scheme}://{parts.netloc}{joined}")
 
 
 def _as_prefix(url: str) -> str:

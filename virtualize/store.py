@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -58,16 +58,28 @@ class ManifestStore(Store):
     supports_partial_writes = False
     supports_listing = True
 
-    def __init__(self, group: ManifestGroup, *, registry: ObjectStoreRegistry) -> None:
+    def __init__(
+        self,
+        group: ManifestGroup,
+        *,
+        registry: ObjectStoreRegistry,
+        skipped: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(read_only=True)
         self._group = group
         self._registry = registry
+        self._skipped = dict(skipped or {})
         self._metadata_cache: dict[str, bytes] = {}
 
     @property
     def group(self) -> ManifestGroup:
         """The virtual arrays and groups the store presents."""
         return self._group
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Variables the parser left out, by path, with the reason."""
+        return dict(self._skipped)
 
     @property
     def registry(self) -> ObjectStoreRegistry:
@@ -88,10 +100,12 @@ class ManifestStore(Store):
         return f"ManifestStore({self._group!r}, registry={self._registry!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"group": self._group, "registry": self._registry}
+        return {"group": self._group, "registry": self._registry, "skipped": self._skipped}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["group"], registry=state["registry"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["group"], registry=state["registry"], skipped=state.get("skipped")
+        )
 
     def with_read_only(self, read_only: bool = False) -> ManifestStore:
         if not read_only:

@@ -17,7 +17,12 @@ from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
-__all__ = ["VirtualizeAccessor", "construct_virtual_dataset", "open_virtual_dataset"]
+__all__ = [
+    "VirtualizeAccessor",
+    "construct_virtual_dataset",
+    "open_virtual_dataset",
+    "open_virtual_datatree",
+]
 
 
 def open_virtual_dataset(
@@ -82,6 +87,56 @@ def open_virtual_dataset(
         drop_variables=drop,
         decode_times=decode_times,
     )
+
+
+def open_virtual_datatree(
+    url: str | os.PathLike[str],
+    *,
+    parser: Any = None,
+    registry: ObjectStoreRegistry | None = None,
+    group: str | None = None,
+    loadable_variables: Iterable[str] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    decode_times: bool | None = None,
+) -> xr.DataTree:
+    """Open one file as a tree of virtual datasets, one node per group.
+
+    Parameters
+    ----------
+    url, parser, registry, group, decode_times
+        As in :func:`open_virtual_dataset`; ``group`` is the tree's root.
+    loadable_variables
+        Variable names to load in every group. By default each group's dimension coordinates
+        are loaded and indexed, as :func:`xarray.open_datatree` does.
+    drop_variables
+        Variable names to leave out, in every group.
+
+    Returns
+    -------
+    xarray.DataTree
+    """
+    normalised = normalize_url(url)
+    if registry is None:
+        registry = ObjectStoreRegistry.for_urls([normalised])
+    drop = list(drop_variables or ())
+    if parser is None:
+        parser = detect(normalised, registry, group=group)
+        root = parser(normalised, registry).group
+    else:
+        root = _select_group(parser(normalised, registry).group, group, normalised)
+    loadable = list(loadable_variables) if loadable_variables is not None else None
+    datasets = {
+        "/" + path if path else "/": construct_virtual_dataset(
+            node,
+            registry=registry,
+            loadable_variables=loadable,
+            drop_variables=drop,
+            decode_times=decode_times,
+        )
+        for path, node in root.walk()
+        if isinstance(node, ManifestGroup)
+    }
+    return xr.DataTree.from_dict(datasets)
 
 
 def _select_group(root: ManifestGroup, group: str | None, url: str) -> ManifestGroup:

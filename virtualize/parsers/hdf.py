@@ -12,14 +12,19 @@ from __future__ import annotations
 import posixpath
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from virtualize.codecs.hdf5_filters import NoDecoderError, filter_codecs, filters_of
-from virtualize.errors import InvalidFileError, UnsupportedFeatureError, VirtualizeError
+from virtualize.errors import (
+    InvalidFileError,
+    SkippedVariableWarning,
+    UnsupportedFeatureError,
+    VirtualizeError,
+)
 from virtualize.io import DEFAULT_BLOCK_SIZE, ObstoreFile, head
 from virtualize.manifests import (
     INLINE,
@@ -29,6 +34,7 @@ from virtualize.manifests import (
     ManifestGroup,
     SourceInfo,
 )
+from virtualize.manifests.manifest import merge_url_tables
 from virtualize.parsers.attributes import (
     PACKING_ATTRIBUTES,
     encode_fill_value,
@@ -42,7 +48,7 @@ from virtualize.parsers.hdf_index import (
 )
 from virtualize.parsers.hdf_types import TypePlan, plan_type
 from virtualize.parsers.inline import encode_chunks, inline_manifest
-from virtualize.registry import ObjectStoreRegistry, normalize_url
+from virtualize.registry import ObjectStoreRegistry, normalize_url, sibling_url
 from virtualize.store import ManifestStore
 
 __all__ = ["HDFParser"]
@@ -85,6 +91,11 @@ class HDFParser:
         Chunks stored with some filters skipped (a per-chunk filter mask) are read decoded
         and re-encoded inline; an array with a larger share of such chunks, or more bytes of
         them, than these limits is refused.
+    on_unsupported
+        ``"raise"`` (default): a variable that can't be referenced or inlined raises
+        :class:`~virtualize.errors.UnsupportedFeatureError`. ``"skip"``: it is left out with a
+        :class:`~virtualize.errors.SkippedVariableWarning`, and the returned store's
+        ``skipped`` maps its path to the reason.
     block_size
         Bytes per request when reading the file's metadata.
 
@@ -103,8 +114,12 @@ class HDFParser:
         max_inline_bytes: int = 4 * 1024 * 1024,
         max_rewritten_share: float = 0.25,
         max_rewritten_bytes: int = 16 * 1024 * 1024,
+        on_unsupported: Literal["raise", "skip"] = "raise",
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
+        if on_unsupported not in ("raise", "skip"):
+            raise ValueError(f"on_unsupported must be 'raise' or 'skip', got {on_unsupported!r}")
+        self.on_unsupported = on_unsupported
         self.group = group
         self.drop_variables = frozenset(drop_variables or ())
         self.max_chunk_bytes = max_chunk_bytes
@@ -121,18 +136,10 @@ class HDFParser:
         import h5py
 
         url = normalize_url(url)
-        source = head(registry, url)
-        store, path = registry.resolve(url)
-        reader = ObstoreFile(store, path, source.size or 0, block_size=self.block_size)
+        files = _OpenFiles(self, registry)
         try:
-            h5file = h5py.File(reader, "r")
-        except OSError as error:
-            raise InvalidFileError(
-                f"not a readable HDF5/netCDF4 file ({error})",
-                url=url,
-                hint="Check the file is complete; pick the parser that matches its format",
-            ) from error
-        with h5file:
+            context = files.open(url)
+            h5file = context.file
             root = h5file
             if self.group not in (None, "", "/"):
                 node = h5file.get(str(self.group))
@@ -143,9 +150,56 @@ class HDFParser:
                         hint=f"Groups here: {sorted(_group_paths(h5file))}",
                     )
                 root = node
-            context = _Context(url=url, source=source, parser=self, file=h5file, reader=reader)
             group = context.parse_group(root, drop=self.drop_variables)
-        return ManifestStore(group, registry=registry)
+        finally:
+            files.close()
+        return ManifestStore(group, registry=registry, skipped=files.skipped)
+
+
+class _OpenFiles:
+    """The HDF5 files one parse reads: the file itself and any it links to (external links,
+    external storage, virtual dataset sources), each opened once through the registry."""
+
+    def __init__(self, parser: HDFParser, registry: ObjectStoreRegistry) -> None:
+        self.parser = parser
+        self.registry = registry
+        self.contexts: dict[str, _Context] = {}
+        self.sources: dict[str, SourceInfo] = {}
+        self.skipped: dict[str, str] = {}
+
+    def open(self, url: str) -> _Context:
+        import h5py
+
+        url = normalize_url(url)
+        if url in self.contexts:
+            return self.contexts[url]
+        source = head(self.registry, url)
+        store, path = self.registry.resolve(url)
+        reader = ObstoreFile(store, path, source.size or 0, block_size=self.parser.block_size)
+        try:
+            h5file = h5py.File(reader, "r")
+        except OSError as error:
+            raise InvalidFileError(
+                f"not a readable HDF5/netCDF4 file ({error})",
+                url=url,
+                hint="Check the file is complete; pick the parser that matches its format",
+            ) from error
+        context = _Context(url=url, source=source, files=self, file=h5file, reader=reader)
+        self.contexts[url] = context
+        return context
+
+    def source_of(self, url: str) -> SourceInfo:
+        """Parse-time information of a raw file referenced by a dataset (checked against the
+        registry)."""
+        url = normalize_url(url)
+        if url not in self.sources:
+            self.sources[url] = head(self.registry, url)
+        return self.sources[url]
+
+    def close(self) -> None:
+        for context in self.contexts.values():
+            context.file.close()
+        self.contexts.clear()
 
 
 def _group_paths(h5file: Any) -> list[str]:
@@ -162,17 +216,19 @@ class _Context:
     """What parsing one file needs: the url, its parse-time info, and netCDF's dimension ids."""
 
     def __init__(
-        self, *, url: str, source: SourceInfo, parser: HDFParser, file: Any, reader: ObstoreFile
+        self, *, url: str, source: SourceInfo, files: _OpenFiles, file: Any, reader: ObstoreFile
     ) -> None:
         self.url = url
         self.source = source
-        self.parser = parser
+        self.files = files
+        self.parser = files.parser
         self.file = file
         self.reader = reader
         plist = file.id.get_create_plist()
         self.base_address = int(plist.get_userblock())
         self.offset_size, self.length_size = (int(n) for n in plist.get_sizes())
         self._dimension_ids: dict[int, str] | None = None
+        self.skipped = files.skipped
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -182,24 +238,57 @@ class _Context:
         arrays: dict[str, ManifestArray] = {}
         groups: dict[str, ManifestGroup] = {}
         phony = _PhonyDimensions()
-        for name, link in _members(h5group):
+        for name, link, owner in self.members(h5group):
             if isinstance(link, h5py.Dataset):
                 if name in drop or _is_dimension_only(link):
                     continue
+                label = (link.name or name).lstrip("/") or name
                 try:
-                    arrays[name] = self.parse_dataset(link, name, phony)
+                    arrays[name] = owner.parse_dataset(link, label, phony)
+                except UnsupportedFeatureError as error:
+                    if self.parser.on_unsupported != "skip":
+                        raise
+                    self.skipped[label] = str(error)
+                    warnings.warn(str(error), SkippedVariableWarning, stacklevel=2)
                 except VirtualizeError:
                     raise
                 except (OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
                     raise InvalidFileError(
                         f"its metadata could not be read ({type(error).__name__}: {error})",
                         url=self.url,
-                        variable=name,
+                        variable=label,
                         hint=f"The file may be damaged; pass drop_variables=[{name!r}] to skip it",
                     ) from error
             elif isinstance(link, h5py.Group):
-                groups[name] = self.parse_group(link)
+                groups[name] = owner.parse_group(link)
         return ManifestGroup(arrays, groups, self.attributes(h5group, is_scale=False))
+
+    def members(self, h5group: Any) -> list[tuple[str, Any, _Context]]:
+        """A group's members with the file context that holds each one.
+
+        Hard and soft links resolve inside this file. External links are followed only
+        through the registry (h5py would open the target itself, outside it); dangling links
+        are skipped.
+        """
+        import h5py
+
+        members = []
+        for name in h5group:
+            link = h5group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                target_url = sibling_url(self.url, link.filename)
+                other = self.files.open(target_url)
+                node = other.file.get(link.path)
+                if node is None:
+                    continue  # the target file exists but the object doesn't
+                members.append((name, node, other))
+                continue
+            try:
+                node = h5group[name]
+            except (KeyError, OSError):
+                continue  # a dangling soft link: nothing to reference
+            members.append((name, node, self))
+        return members
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -254,14 +343,20 @@ class _Context:
         is_scale = h5py.h5ds.is_scale(dset.id)
         dims = self.dimension_names(dset, name, shape, is_scale, phony)
         plist = dset.id.get_create_plist()
-        if plist.get_external_count() > 0:
-            raise self._unsupported(name, "its data is stored in external raw files")
+        external = plist.get_external_count() > 0
         layout = plist.get_layout()
+        if layout == h5d.VIRTUAL:
+            return self._virtual_dataset(dset, name, shape, dims, is_scale)
         if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT):
-            raise self._unsupported(name, "it is a virtual dataset (VDS)")
+            raise self._unsupported(name, f"its storage layout ({layout}) is unknown")
         raw_fill, fill_defined = _fill_value(dset, np.dtype(dset.dtype))
         plan = plan_type(dset, url=self.url, name=name, fill_value=raw_fill)
-        if layout == h5d.CHUNKED:
+        external_manifest = None
+        if external:
+            if not plan.referenceable:
+                raise self._unsupported(name, "its type can't be referenced in external storage")
+            chunks, external_manifest = self._external_storage(name, plist, shape, plan.stored)
+        elif layout == h5d.CHUNKED:
             chunks = tuple(int(c) for c in dset.chunks)
         elif layout == h5d.CONTIGUOUS and plan.referenceable:
             chunks = _contiguous_chunks(shape, plan.stored.itemsize, self.parser.max_chunk_bytes)
@@ -281,7 +376,9 @@ class _Context:
         storage = _metadata(
             shape, chunks, plan.data_type, plan.fill_value, [plan.serializer, *filters]
         )
-        if why_inline is not None:
+        if external_manifest is not None:
+            manifest = external_manifest
+        elif why_inline is not None:
             manifest = self._materialize(dset, name, plan, storage, why_inline)
         elif layout == h5d.CHUNKED:
             manifest = self._chunked_manifest(dset, name, storage)
@@ -319,6 +416,167 @@ class _Context:
             url=self.url,
             variable=name,
             hint=f"Pass drop_variables=[{name!r}] to open the rest of the file",
+        )
+
+    def _virtual_dataset(
+        self,
+        dset: Any,
+        name: str,
+        shape: tuple[int, ...],
+        dims: tuple[str, ...],
+        is_scale: bool,
+    ) -> ManifestArray:
+        """A virtual dataset (VDS) as references into its sources' chunks.
+
+        Possible when every mapping places a whole source dataset at a chunk boundary of the
+        virtual one and all sources share data type, chunk shape and codecs; then each source
+        chunk is a chunk of the virtual dataset. Anything else is refused.
+        """
+        import h5py
+
+        def refuse(why: str) -> UnsupportedFeatureError:
+            return self._unsupported(name, f"it is a virtual dataset (VDS) and {why}")
+
+        placed: list[tuple[tuple[int, ...], ManifestArray]] = []
+        for mapping in dset.virtual_sources():
+            if "%" in mapping.file_name or "%" in mapping.dset_name:
+                raise refuse("its source names are patterns")
+            other = (
+                self
+                if mapping.file_name == "."
+                else self.files.open(sibling_url(self.url, mapping.file_name))
+            )
+            source = other.file.get(mapping.dset_name)
+            if not isinstance(source, h5py.Dataset):
+                raise refuse(f"its source {mapping.dset_name!r} is missing")
+            array = other.parse_dataset(
+                source, f"{name} <- {mapping.dset_name}", _PhonyDimensions()
+            )
+            whole = mapping.src_space.get_select_type() == h5py.h5s.SEL_ALL or (
+                mapping.src_space.get_select_npoints() == array.size
+            )
+            if not whole:
+                raise refuse("a mapping selects part of its source")
+            if mapping.vspace.get_select_type() != h5py.h5s.SEL_HYPERSLABS:
+                raise refuse("a mapping's destination is not a hyperslab")
+            start, stride, count, block = mapping.vspace.get_regular_hyperslab()
+            extent = tuple(c * b for c, b in zip(count, block, strict=True))
+            contiguous = all(
+                c == 1 or st == b for c, st, b in zip(count, stride, block, strict=True)
+            )
+            if not contiguous or extent != array.shape:
+                raise refuse("a mapping's destination is not one block the size of its source")
+            placed.append((tuple(int(i) for i in start), array))
+        if not placed:
+            raise refuse("it maps no sources")
+        first = placed[0][1]
+        chunks = first.chunk_shape
+        for start, array in placed:
+            if (
+                array.dtype != np.dtype(dset.dtype).newbyteorder("=")
+                or array.chunk_shape != chunks
+                or array.metadata.codecs != first.metadata.codecs
+            ):
+                raise refuse("its sources differ in data type, chunk shape or codecs")
+            for axis, (offset, length, chunk) in enumerate(
+                zip(start, array.shape, chunks, strict=True)
+            ):
+                ends_inside = offset + length < shape[axis]
+                if offset % chunk or (ends_inside and length % chunk):
+                    raise refuse("a source is not placed on chunk boundaries")
+        grid = _grid(shape, chunks)
+        urls, sources, translated = merge_url_tables([a.manifest for _, a in placed])
+        path_ids = np.full(grid, MISSING, dtype=np.uint32)
+        offsets = np.zeros(grid, dtype=np.uint64)
+        lengths = np.zeros(grid, dtype=np.uint64)
+        inline: dict[int, bytes] = {}
+        for (start, array), ids in zip(placed, translated, strict=True):
+            region = tuple(
+                slice(o // c, o // c + n)
+                for o, c, n in zip(start, chunks, array.manifest.shape_chunk_grid, strict=True)
+            )
+            path_ids[region] = ids
+            offsets[region] = array.manifest.offsets
+            lengths[region] = array.manifest.lengths
+            sub_grid = array.manifest.shape_chunk_grid
+            for flat, data in array.manifest.inline.items():
+                local = np.unravel_index(flat, sub_grid)
+                position = tuple(int(i) + r.start for i, r in zip(local, region, strict=True))
+                inline[int(np.ravel_multi_index(position, grid))] = data
+        raw_fill, _ = _fill_value(dset, np.dtype(dset.dtype))
+        if bool((path_ids == MISSING).any()) and raw_fill != first.metadata.fill_value:
+            for _, array in placed:
+                if bool((array.manifest.path_ids == MISSING).any()):
+                    raise refuse("its sources have unwritten chunks with another fill value")
+        manifest = ChunkManifest(urls, path_ids, offsets, lengths, inline=inline, sources=sources)
+        attributes = self.attributes(dset, is_scale=is_scale, dtype=first.dtype, name=name)
+        metadata = _metadata(
+            shape,
+            chunks,
+            first.metadata.data_type,
+            raw_fill if bool((path_ids == MISSING).any()) else first.metadata.fill_value,
+            list(first.metadata.codecs),
+            attributes,
+            dims,
+        )
+        return ManifestArray(metadata, manifest)
+
+    def _external_storage(
+        self, name: str, plist: Any, shape: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> tuple[tuple[int, ...], ChunkManifest]:
+        """Chunks of a dataset whose raw bytes sit in external files, one after another.
+
+        Relative file names resolve next to the HDF5 file (HDF5 itself resolves them against
+        the reader's working directory), and every file must be under the registry.
+        """
+        row_shape = shape[1:]
+        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        total_rows = shape[0] if shape else 1
+        segments = []
+        remaining = total_rows * row_bytes
+        for index in range(plist.get_external_count()):
+            file_name, offset, size = plist.get_external(index)
+            size = min(int(size), remaining)
+            if size <= 0:
+                break
+            label = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
+            segments.append((sibling_url(self.url, label), int(offset), size))
+            remaining -= size
+        if remaining > 0:
+            raise InvalidFileError(
+                f"its external files hold {remaining:,} bytes fewer than the dataset needs",
+                url=self.url,
+                variable=name,
+            )
+        if not shape:
+            url, offset, size = segments[0]
+            return (), self._segment_manifest(((), [(url, offset, size)]))
+        if any(size % max(row_bytes, 1) for _, _, size in segments) or row_bytes == 0:
+            raise self._unsupported(name, "its external files split rows between them")
+        rows = [size // row_bytes for _, _, size in segments]
+        step = int(np.gcd.reduce(np.array(rows, dtype=np.int64)))
+        pieces = []
+        for (url, offset, _size), count in zip(segments, rows, strict=True):
+            for k in range(count // step):
+                pieces.append((url, offset + k * step * row_bytes, step * row_bytes))
+        chunks = (step, *(max(n, 1) for n in row_shape))
+        return chunks, self._segment_manifest(((len(pieces), *(1 for _ in row_shape)), pieces))
+
+    def _segment_manifest(
+        self, layout: tuple[tuple[int, ...], list[tuple[str, int, int]]]
+    ) -> ChunkManifest:
+        grid, pieces = layout
+        urls = sorted({url for url, _, _ in pieces})
+        sources = [self.files.source_of(url) for url in urls]
+        ids = np.array([urls.index(url) for url, _, _ in pieces], dtype=np.uint32)
+        offsets = np.array([offset for _, offset, _ in pieces], dtype=np.uint64)
+        lengths = np.array([length for _, _, length in pieces], dtype=np.uint64)
+        return ChunkManifest(
+            urls,
+            ids.reshape(grid),
+            offsets.reshape(grid),
+            lengths.reshape(grid),
+            sources=sources,
         )
 
     def _materialize(
@@ -537,17 +795,6 @@ def _chunk_shape_of(metadata: ArrayV3Metadata) -> tuple[int, ...]:
 
 def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
-
-
-def _members(h5group: Any) -> list[tuple[str, Any]]:
-    """Members of a group, in creation order where the file tracks it, skipping broken links."""
-    members = []
-    for name in h5group:
-        try:
-            members.append((name, h5group[name]))
-        except (KeyError, OSError):
-            continue  # dangling soft or external link: nothing to reference
-    return members
 
 
 def _object_address(dset: Any) -> int:

@@ -228,6 +228,7 @@ class _Context:
         self.base_address = int(plist.get_userblock())
         self.offset_size, self.length_size = (int(n) for n in plist.get_sizes())
         self._dimension_ids: dict[int, str] | None = None
+        self._paths_by_address: dict[int, str] | None = None
         self.skipped = files.skipped
 
     # -- groups -------------------------------------------------------------------------------
@@ -238,11 +239,12 @@ class _Context:
         arrays: dict[str, ManifestArray] = {}
         groups: dict[str, ManifestGroup] = {}
         phony = _PhonyDimensions()
+        group_path = (h5group.name or "/").strip("/")
         for name, link, owner in self.members(h5group):
             if isinstance(link, h5py.Dataset):
                 if name in drop or _is_dimension_only(link):
                     continue
-                label = (link.name or name).lstrip("/") or name
+                label = f"{group_path}/{name}" if group_path else name
                 try:
                     arrays[name] = owner.parse_dataset(link, label, phony)
                 except UnsupportedFeatureError as error:
@@ -613,15 +615,33 @@ class _Context:
                 ids = self._netcdf_dimension_ids()
                 return tuple(ids.get(int(i), f"phony_dim_{int(i)}") for i in coordinates)
             if len(shape) == 1:
-                return (posixpath.basename(dset.name),)
+                return (posixpath.basename(name),)
         names: list[str | None] = []
         if "DIMENSION_LIST" in dset.attrs:
             for axis in range(len(shape)):
                 attached = dset.dims[axis]
-                names.append(posixpath.basename(attached[0].name) if len(attached) else None)
+                names.append(self._scale_name(attached[0]) if len(attached) else None)
         else:
             names = [None] * len(shape)
         return phony.fill(names, shape)
+
+    def _scale_name(self, scale: Any) -> str:
+        """A dimension scale's name, from a map of object addresses to paths built once per
+        file (``scale.name`` searches the file for a path, milliseconds per call)."""
+        if self._paths_by_address is None:
+            import h5py
+
+            paths: dict[int, str] = {}
+
+            def visit(path: str, link: Any) -> None:
+                if isinstance(link, h5py.HardLink):
+                    info = self.file.id.links.get_info(path.encode())
+                    paths.setdefault(int(info.u), path)
+
+            self.file.visititems_links(visit)
+            self._paths_by_address = paths
+        path = self._paths_by_address.get(_object_address(scale))
+        return posixpath.basename(path if path is not None else scale.name)
 
     def _netcdf_dimension_ids(self) -> dict[int, str]:
         if self._dimension_ids is None:
@@ -797,24 +817,16 @@ def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
 
 
-def _object_address(dset: Any) -> int:
-    """Where the dataset's object header is (relative to the superblock).
+def _object_address(node: Any) -> int:
+    """Where an object's header is (relative to the superblock).
 
-    ``h5o.get_info`` also computes storage sizes, which walks the whole chunk B-tree; the
-    link that names a dataset gives its address for free.
+    ``h5o.get_info`` also computes storage sizes, which walks a dataset's whole chunk B-tree,
+    and ``.name`` searches the file for a path; ``H5Gget_objinfo`` gives the address alone.
     """
     import h5py
 
-    name = posixpath.basename(dset.name or "")
-    if name:
-        parent = dset.parent  # keep a reference: a temporary's id closes mid-call
-        try:
-            link = parent.id.links.get_info(name.encode())
-        except (KeyError, OSError, ValueError):
-            link = None
-        if link is not None and link.type == h5py.h5l.TYPE_HARD:
-            return int(link.u)
-    return int(h5py.h5o.get_info(dset.id).addr)
+    low, high = h5py.h5g.get_objinfo(node.id).objno
+    return int(low) | (int(high) << 64)
 
 
 def _raw_cf_attributes(dset: Any) -> dict[str, Any]:

@@ -96,6 +96,27 @@ def same_values(got: Any, expected: Any, array: ManifestArray) -> bool:
     return bool(np.array_equal(left, right))
 
 
+def native_values(h5file: h5py.File, dataset: h5py.Dataset, window: Any) -> Any:
+    """h5py's read; object references become the paths they point to, as virtualize
+    resolves them."""
+    values = dataset[window]
+    if h5py.check_ref_dtype(dataset.dtype) is h5py.Reference:
+        paths = [h5file[ref].name if ref else "" for ref in np.asarray(values).ravel()]
+        return np.array(paths, dtype=object).reshape(np.shape(values))
+    return values
+
+
+def is_space_padded(dataset: h5py.Dataset) -> bool:
+    """Fixed strings padded with spaces: h5py strips the padding, netCDF (whose reading
+    virtualize follows) keeps it; padding is compared stripped."""
+    kind = dataset.id.get_type()
+    return (
+        isinstance(kind, h5py.h5t.TypeStringID)
+        and not kind.is_variable_str()
+        and kind.get_strpad() == h5py.h5t.STR_SPACEPAD
+    )
+
+
 def _window(dataset: h5py.Dataset) -> Any:
     """The whole dataset, or for one of more than 10^7 elements its first and last 10^6
     along the first axis (enough to cross chunk boundaries at both ends)."""
@@ -125,7 +146,7 @@ def tally_file(path: Path) -> dict[str, list[str]]:
             label = f"{path.name}:{name}"
             window = _window(h5file[name])
             try:
-                expected = h5file[name][window]
+                expected = native_values(h5file, h5file[name], window)
             except (OSError, RuntimeError, ValueError, TypeError):
                 outcome["unreadable"].append(label)
                 continue
@@ -140,6 +161,8 @@ def tally_file(path: Path) -> dict[str, list[str]]:
                 outcome["unreadable"].append(label)
                 continue
             got = zarr.open_array(store, path=name, mode="r", zarr_format=3)[window]
+            if is_space_padded(h5file[name]):
+                got = np.char.rstrip(np.asarray(got), b" ")
             if same_values(got, expected, node):
                 outcome["exact"].append(label)
             else:
@@ -164,3 +187,4 @@ def test_every_corpus_dataset_is_exact_or_refused(capsys: pytest.CaptureFixture[
             print("  refused:", label[:200])
     assert totals["wrong"] == [], "datasets that read back differently from h5py"
     assert readable > 500
+    assert share >= 0.95, f"only {share:.1%} of readable datasets are exact"

@@ -17,12 +17,11 @@ FOLDER = CORPUS / "netcdf4"
 
 #: file (relative to the folder) -> words the refusal must contain
 REFUSED = {
-    "bes/nc4_strings.nc": "variable-length strings",
-    "bes/ref_tst_enum_data.nc": "enum",
-    "bes/ref_tst_opaque_data.nc": "data type is not supported",
+    # xarray's zarr reader can't decode a _FillValue on opaque, string or compound arrays
+    "bes/ref_tst_opaque_data.nc": "_FillValue",
     "netcdf-c/ref_tst_compounds.nc": "compound",
+    # zarr's struct type has no array-typed members
     "netcdf-c/ref_tst_compounds2.nc": "compound",
-    "netcdf-c/ref_tst_irish_rover.nc": "enum",
 }
 
 #: files xarray can't decode with default options: both sides are read with these instead
@@ -62,4 +61,4 @@ def test_the_refusal_table_names_real_files() -> None:
     present = set(corpus_files())
     assert set(REFUSED) <= present
     assert set(NATIVE_OPTIONS) <= present
-    assert len(present) - len(REFUSED) >= 25, "most of the corpus must read back exactly"
+    assert len(present) - len(REFUSED) >= 30, "most of the corpus must read back exactly"

@@ -5,5 +5,23 @@ written by virtualize decodes in any zarr reader once this package is installed.
 """
 
 from virtualize.codecs.cf import CFPackingCodec
+from virtualize.codecs.hdf5 import (
+    HDF5BitshuffleCodec,
+    HDF5Blosc2Codec,
+    HDF5BloscCodec,
+    HDF5LZ4Codec,
+    HDF5LZFCodec,
+    HDF5ShuffleCodec,
+    HDF5SzipCodec,
+)
 
-__all__ = ["CFPackingCodec"]
+__all__ = [
+    "CFPackingCodec",
+    "HDF5BitshuffleCodec",
+    "HDF5Blosc2Codec",
+    "HDF5BloscCodec",
+    "HDF5LZ4Codec",
+    "HDF5LZFCodec",
+    "HDF5ShuffleCodec",
+    "HDF5SzipCodec",
+]

@@ -383,7 +383,7 @@ class _Context:
         elif why_inline is not None:
             manifest = self._materialize(dset, name, plan, storage, why_inline)
         elif layout == h5d.CHUNKED:
-            manifest = self._chunked_manifest(dset, name, storage)
+            manifest = self._chunked_manifest(dset, name, plan, storage)
         else:
             manifest = self._contiguous_manifest(dset, storage, plan.stored)
         if why_inline is None and not fill_defined and bool((manifest.path_ids == MISSING).any()):
@@ -589,15 +589,14 @@ class _Context:
         grid = _grid(shape, _chunk_shape_of(storage))
         if any(n == 0 for n in shape):
             return ChunkManifest.empty(grid)
-        size = int(np.prod(shape, dtype=np.int64)) * max(plan.stored.itemsize, 1)
+        size = plan.estimate_nbytes(dset, limit=self.parser.max_inline_bytes)
         if size > self.parser.max_inline_bytes:
             raise self._unsupported(
                 name,
                 f"{why}, and at {size:,} bytes it is too large to hold inline "
                 f"(max_inline_bytes={self.parser.max_inline_bytes:,})",
             )
-        values = plan.inline_values(np.asarray(dset[()]))
-        return inline_manifest(grid, encode_chunks(storage, values))
+        return inline_manifest(grid, encode_chunks(storage, plan.read(dset)))
 
     def dimension_names(
         self,
@@ -659,7 +658,9 @@ class _Context:
 
     # -- layouts ------------------------------------------------------------------------------
 
-    def _chunked_manifest(self, dset: Any, name: str, storage: ArrayV3Metadata) -> ChunkManifest:
+    def _chunked_manifest(
+        self, dset: Any, name: str, plan: TypePlan, storage: ArrayV3Metadata
+    ) -> ChunkManifest:
         shape = tuple(int(n) for n in storage.shape)
         chunks = _chunk_shape_of(storage)
         grid = _grid(shape, chunks)
@@ -688,7 +689,7 @@ class _Context:
         lengths[positions] = index.sizes[referenced]
         inline: dict[int, bytes] = {}
         if masked.any():
-            inline = self._rewrite_masked_chunks(dset, name, storage, grid_positions[masked])
+            inline = self._rewrite_masked_chunks(dset, name, plan, storage, grid_positions[masked])
             for flat, data in inline.items():
                 position = np.unravel_index(flat, grid)
                 path_ids[position] = INLINE
@@ -704,7 +705,12 @@ class _Context:
         )
 
     def _rewrite_masked_chunks(
-        self, dset: Any, name: str, storage: ArrayV3Metadata, positions: np.ndarray
+        self,
+        dset: Any,
+        name: str,
+        plan: TypePlan,
+        storage: ArrayV3Metadata,
+        positions: np.ndarray,
     ) -> dict[int, bytes]:
         """Chunks stored with some filters skipped can't share the array's codecs: read them
         decoded with h5py and re-encode them with the array's codecs, inline."""
@@ -713,7 +719,7 @@ class _Context:
         grid = _grid(shape, chunks)
         count = len(positions)
         total = int(np.prod(grid, dtype=np.int64))
-        chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * np.dtype(dset.dtype).itemsize
+        chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * plan.stored.itemsize
         share = count / total
         if share > self.parser.max_rewritten_share or count * chunk_bytes > (
             self.parser.max_rewritten_bytes
@@ -726,7 +732,7 @@ class _Context:
                 f"max_rewritten_bytes={self.parser.max_rewritten_bytes:,} allow",
             )
         wanted = [tuple(int(i) for i in position) for position in positions]
-        encoded = encode_chunks(storage, dset, chunks=wanted)
+        encoded = encode_chunks(storage, plan.values(dset), chunks=wanted)
         rewritten = {}
         for position in wanted:
             if position in encoded:
@@ -849,9 +855,11 @@ def _fill_value(dset: Any, dtype: np.dtype[Any]) -> tuple[Any, bool]:
     plist = dset.id.get_create_plist()
     defined = plist.fill_value_defined() != h5d.FILL_VALUE_UNDEFINED
     defined = defined and plist.get_fill_time() != h5d.FILL_TIME_NEVER
+    if dtype.subdtype is not None:
+        return None, defined  # array-typed elements: plan_type refuses them with a reason
     try:
         value = dset.fillvalue
-    except RuntimeError:  # h5py raises when the fill value is undefined
+    except (RuntimeError, OSError):  # undefined, or a type h5py can't convert
         value = None
     if dtype.kind == "S":
         return (bytes(value) if value is not None else b""), defined

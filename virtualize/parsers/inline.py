@@ -9,6 +9,7 @@ readers decode them exactly like referenced chunks.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import zarr
@@ -23,7 +24,7 @@ __all__ = ["encode_chunks", "inline_manifest"]
 
 def encode_chunks(
     metadata: ArrayV3Metadata,
-    values: np.ndarray,
+    values: Any,
     *,
     chunks: Iterable[tuple[int, ...]] | None = None,
 ) -> dict[tuple[int, ...], bytes]:
@@ -34,7 +35,8 @@ def encode_chunks(
     metadata
         The array's metadata: shape, chunk grid, data type, codecs and fill value.
     values
-        The array's values (only the selected chunks' regions are used).
+        The array's values: an array, or anything sliced like one (only the selected
+        chunks' regions are read).
     chunks
         Grid positions to encode; all by default.
 

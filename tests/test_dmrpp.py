@@ -93,15 +93,16 @@ def our_chunks(array: ManifestArray) -> dict[tuple[int, ...], tuple[int, int]] |
     return chunks
 
 
-@pytest.mark.parametrize("dmrpp", dmrpp_files(), ids=lambda p: p.name)
-def test_chunk_offsets_and_lengths_equal_dmrpp(dmrpp: Path) -> None:
+def compare_file(dmrpp: Path) -> tuple[int, list[str]]:
+    """How many variables the DMR++ file and the parser describe alike (all must be equal),
+    and which of them DMR++ describes differently from h5py."""
     source = dmrpp.with_suffix("")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SkippedVariableWarning)
             store = HDFParser(on_unsupported="skip")(str(source), local_registry(source))
     except VirtualizeError:
-        pytest.skip("the parser refuses this file (the corpus test counts it)")
+        return 0, []  # the parser refuses the file; test_corpus_hdf5 counts that
     compared = 0
     disagreements: list[str] = []
     for name, (chunk_shape, entries) in dmrpp_variables(dmrpp).items():
@@ -110,13 +111,9 @@ def test_chunk_offsets_and_lengths_equal_dmrpp(dmrpp: Path) -> None:
             continue
         ours = our_chunks(array)
         if ours is None:
-            continue
+            continue  # inline chunks: nothing in the file to compare with
         if chunk_shape is None:
-            if (
-                len(entries) != 1
-                or len(ours) != 1
-                or array.manifest.shape_chunk_grid.count(1) != array.ndim
-            ):
+            if len(entries) != 1 or len(ours) != 1:
                 continue  # contiguous data we split into several chunks: not the same chunks
             expected = {next(iter(ours)): (entries[0][1], entries[0][2])}
         else:
@@ -132,5 +129,17 @@ def test_chunk_offsets_and_lengths_equal_dmrpp(dmrpp: Path) -> None:
             assert ours == h5py_chunks(source, name, array), f"{source.name}:{name}"
             disagreements.append(f"{source.name}:{name}")
         compared += 1
-    if compared == 0:
-        pytest.skip("no variable is described the same way by both")
+    return compared, disagreements
+
+
+def test_chunk_offsets_and_lengths_equal_dmrpp() -> None:
+    files_compared = variables_compared = 0
+    disagreements: list[str] = []
+    for dmrpp in dmrpp_files():
+        count, differing = compare_file(dmrpp)
+        files_compared += bool(count)
+        variables_compared += count
+        disagreements.extend(differing)
+    assert files_compared >= 40, f"only {files_compared} DMR++ files compared"
+    differing_files = {label.split(":")[0] for label in disagreements}
+    assert len(differing_files) <= 2, f"DMR++ differs from h5py and us: {disagreements}"

@@ -425,3 +425,22 @@ def test_virtual_arrays_are_not_mistaken_for_dask_arrays() -> None:
     assert variable.transpose("x", "y").data is variable.data
     with pytest.raises(VirtualArrayAccessError, match="transpose"):
         variable.transpose("y", "x")
+
+
+def test_byte_string_arrays_concatenate_through_xarray() -> None:
+    chars = metadata((4, 6), (2, 3), dtype="S1", fill_value=b"")
+    first = ManifestArray(
+        chars, ChunkManifest.from_single_url(A, np.zeros((2, 2)), np.full((2, 2), 6))
+    )
+    second = ManifestArray(
+        chars, ChunkManifest.from_single_url(B, np.zeros((2, 2)), np.full((2, 2), 6))
+    )
+    joined = xr.concat(
+        [xr.Dataset({"c": (("x", "y"), first)}), xr.Dataset({"c": (("x", "y"), second)})],
+        dim="x",
+        coords="minimal",
+        compat="override",
+    )
+    assert joined["c"].shape == (8, 6) and joined["c"].dtype == np.dtype("S1")
+    with pytest.raises(VirtualArrayAccessError):
+        first.astype("S2")

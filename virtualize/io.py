@@ -147,6 +147,16 @@ class ObstoreFile(io.RawIOBase):
         self._position += written
         return written
 
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Read ``size`` bytes at ``offset`` through the cache, leaving the position as it
+        was."""
+        position = self._position
+        try:
+            self._position = offset
+            return self.read(size)
+        finally:
+            self._position = position
+
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = max(self._size - self._position, 0)

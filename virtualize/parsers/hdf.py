@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
-from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from virtualize.codecs.hdf5_filters import NoDecoderError, filter_codecs, filters_of
@@ -46,7 +45,7 @@ from virtualize.parsers.hdf_index import (
     IndexFormatError,
     read_v1_btree_chunk_index,
 )
-from virtualize.parsers.hdf_types import TypePlan, plan_type
+from virtualize.parsers.hdf_types import TypePlan, plan_type, zarr_data_type
 from virtualize.parsers.inline import encode_chunks, inline_manifest
 from virtualize.registry import ObjectStoreRegistry, normalize_url, sibling_url
 from virtualize.store import ManifestStore
@@ -65,7 +64,8 @@ _HIDDEN_ATTRIBUTES = frozenset(
         "_IsNetcdf4",
     }
 )
-_SCALE_ATTRIBUTES = frozenset({"CLASS", "NAME", "REFERENCE_LIST"})
+_SCALE_ATTRIBUTES = frozenset({"CLASS", "NAME"})
+_REFERENCE_ATTRIBUTES = frozenset({"DIMENSION_LIST", "REFERENCE_LIST"})
 _DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
 _DEFAULT_MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -263,7 +263,8 @@ class _Context:
                     ) from error
             elif isinstance(link, h5py.Group):
                 groups[name] = owner.parse_group(link)
-        return ManifestGroup(arrays, groups, self.attributes(h5group, is_scale=False))
+        attributes = self.attributes(self.raw_attributes(h5group), is_scale=False)
+        return ManifestGroup(arrays, groups, attributes)
 
     def members(self, h5group: Any) -> list[tuple[str, Any, _Context]]:
         """A group's members with the file context that holds each one.
@@ -294,30 +295,43 @@ class _Context:
 
     # -- attributes ---------------------------------------------------------------------------
 
-    def attributes(
-        self,
-        node: Any,
-        *,
-        is_scale: bool,
-        dtype: np.dtype[Any] | None = None,
-        name: str = "",
-        skip: Iterable[str] = (),
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        skipped = frozenset(skip)
-        for key in node.attrs:
-            if key in _HIDDEN_ATTRIBUTES or key in skipped:
-                continue
-            if is_scale and key in _SCALE_ATTRIBUTES:
+    def raw_attributes(self, node: Any, name: str = "") -> dict[str, Any]:
+        """A node's attributes as h5py reads them, each read once.
+
+        Dimension-scale bookkeeping (``DIMENSION_LIST``, ``REFERENCE_LIST``) is listed with the
+        value None: it holds object references only the dimension API needs.
+        """
+        raw: dict[str, Any] = {}
+        attrs = node.attrs
+        for key in attrs:
+            if key in _REFERENCE_ATTRIBUTES:
+                raw[key] = None
                 continue
             try:
-                value = node.attrs[key]
+                raw[key] = attrs[key]
             except (OSError, TypeError, ValueError) as error:
                 warnings.warn(
                     f"{self.url}: {name or 'group'}: attribute {key!r} cannot be read "
                     f"({error}) and is left out",
                     stacklevel=2,
                 )
+        return raw
+
+    def attributes(
+        self,
+        raw: dict[str, Any],
+        *,
+        is_scale: bool,
+        dtype: np.dtype[Any] | None = None,
+        skip: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Attributes in the JSON form xarray reads from zarr (``_FillValue`` encoded)."""
+        result: dict[str, Any] = {}
+        skipped = frozenset(skip)
+        for key, value in raw.items():
+            if key in _HIDDEN_ATTRIBUTES or key in skipped or key in _REFERENCE_ATTRIBUTES:
+                continue
+            if is_scale and key in _SCALE_ATTRIBUTES:
                 continue
             if key == "_FillValue" and dtype is not None:
                 encoded = encode_fill_value(value, dtype)
@@ -342,13 +356,14 @@ class _Context:
                 hint=f"Pass drop_variables=[{name!r}] to open the rest of the file",
             )
         shape = tuple(int(n) for n in shape)
-        is_scale = h5py.h5ds.is_scale(dset.id)
-        dims = self.dimension_names(dset, name, shape, is_scale, phony)
+        raw = self.raw_attributes(dset, name)
+        is_scale = raw.get("CLASS") == b"DIMENSION_SCALE" and h5py.h5ds.is_scale(dset.id)
+        dims = self.dimension_names(dset, raw, name, shape, is_scale, phony)
         plist = dset.id.get_create_plist()
         external = plist.get_external_count() > 0
         layout = plist.get_layout()
         if layout == h5d.VIRTUAL:
-            return self._virtual_dataset(dset, name, shape, dims, is_scale)
+            return self._virtual_dataset(dset, raw, name, shape, dims, is_scale)
         if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT):
             raise self._unsupported(name, f"its storage layout ({layout}) is unknown")
         raw_fill, fill_defined = _fill_value(dset, np.dtype(dset.dtype))
@@ -395,17 +410,18 @@ class _Context:
         codecs = [plan.serializer, *filters]
         data_type = plan.data_type
         fill_value = plan.fill_value
-        packing = packing_codec(_raw_cf_attributes(dset), plan.stored)
+        packing = packing_codec(
+            {k: raw[k] for k in PACKING_ATTRIBUTES if raw.get(k) is not None}, plan.stored
+        )
         if packing is not None:
             codec, decoded = packing
             codecs = [codec, *codecs]
-            data_type = get_data_type_from_native_dtype(decoded)
+            data_type = zarr_data_type(decoded)
             fill_value = codec.decode_array(np.array([fill_value], dtype=plan.stored))[0].item()
         attributes = self.attributes(
-            dset,
+            raw,
             is_scale=is_scale,
             dtype=plan.stored,
-            name=name,
             skip=PACKING_ATTRIBUTES if packing is not None else (),
         )
         attributes.update(plan.attributes)
@@ -423,6 +439,7 @@ class _Context:
     def _virtual_dataset(
         self,
         dset: Any,
+        raw: dict[str, Any],
         name: str,
         shape: tuple[int, ...],
         dims: tuple[str, ...],
@@ -511,7 +528,7 @@ class _Context:
                 if bool((array.manifest.path_ids == MISSING).any()):
                     raise refuse("its sources have unwritten chunks with another fill value")
         manifest = ChunkManifest(urls, path_ids, offsets, lengths, inline=inline, sources=sources)
-        attributes = self.attributes(dset, is_scale=is_scale, dtype=first.dtype, name=name)
+        attributes = self.attributes(raw, is_scale=is_scale, dtype=first.dtype)
         metadata = _metadata(
             shape,
             chunks,
@@ -601,6 +618,7 @@ class _Context:
     def dimension_names(
         self,
         dset: Any,
+        raw: dict[str, Any],
         name: str,
         shape: tuple[int, ...],
         is_scale: bool,
@@ -609,14 +627,14 @@ class _Context:
         if not shape:
             return ()
         if is_scale:
-            coordinates = dset.attrs.get("_Netcdf4Coordinates")
+            coordinates = raw.get("_Netcdf4Coordinates")
             if coordinates is not None and len(shape) > 1:
                 ids = self._netcdf_dimension_ids()
                 return tuple(ids.get(int(i), f"phony_dim_{int(i)}") for i in coordinates)
             if len(shape) == 1:
                 return (posixpath.basename(name),)
         names: list[str | None] = []
-        if "DIMENSION_LIST" in dset.attrs:
+        if "DIMENSION_LIST" in raw:
             for axis in range(len(shape)):
                 attached = dset.dims[axis]
                 names.append(self._scale_name(attached[0]) if len(attached) else None)
@@ -753,6 +771,7 @@ class _Context:
                 ndim=ndim,
                 offset_size=self.offset_size,
                 length_size=self.length_size,
+                read_cached=self.reader.read_at,
             )
         except IndexFormatError:
             index = None
@@ -833,10 +852,6 @@ def _object_address(node: Any) -> int:
 
     low, high = h5py.h5g.get_objinfo(node.id).objno
     return int(low) | (int(high) << 64)
-
-
-def _raw_cf_attributes(dset: Any) -> dict[str, Any]:
-    return {name: dset.attrs[name] for name in PACKING_ATTRIBUTES if name in dset.attrs}
 
 
 def _is_dimension_only(dset: Any) -> bool:

@@ -14,6 +14,7 @@ single-chunk and implicit indexes) returns ``None`` so the caller falls back to 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,19 @@ class ChunkIndex:
 class _Reader:
     """Byte ranges of one object, with the HDF5 base address (user block) applied."""
 
-    def __init__(self, store: Any, path: str, base: int, file_size: int) -> None:
+    def __init__(
+        self,
+        store: Any,
+        path: str,
+        base: int,
+        file_size: int,
+        read_cached: Callable[[int, int], bytes] | None = None,
+    ) -> None:
         self.store = store
         self.path = path
         self.base = base
         self.file_size = file_size
+        self.read_cached = read_cached
 
     def read(self, address: int, length: int) -> bytes:
         return self.read_many([address], [length])[0]
@@ -64,6 +73,13 @@ class _Reader:
         for start, length in zip(starts, lengths, strict=True):
             if start < 0 or start + length > self.file_size:
                 raise IndexFormatError(f"range {start}+{length} lies outside the file")
+        # A few small ranges (object headers, a small tree) come from the block cache the
+        # metadata reader already filled; a level of a large tree is one batched request.
+        if self.read_cached is not None and len(starts) <= 8 and sum(lengths) <= 1 << 16:
+            return [
+                self.read_cached(start, length)
+                for start, length in zip(starts, lengths, strict=True)
+            ]
         return list(obstore.get_ranges(self.store, self.path, starts=starts, lengths=lengths))
 
 
@@ -77,6 +93,7 @@ def read_v1_btree_chunk_index(
     ndim: int,
     offset_size: int = 8,
     length_size: int = 8,
+    read_cached: Callable[[int, int], bytes] | None = None,
 ) -> ChunkIndex | None:
     """Read a chunked dataset's version-1 B-tree chunk index, or None if it has another index.
 
@@ -94,6 +111,8 @@ def read_v1_btree_chunk_index(
         The dataset's rank.
     offset_size, length_size
         The file's "size of offsets" and "size of lengths" (both 8 in practice).
+    read_cached
+        Reads ``(file offset, length)`` from a cache; used for a few small ranges at a time.
 
     Raises
     ------
@@ -102,7 +121,7 @@ def read_v1_btree_chunk_index(
     """
     if offset_size != 8 or length_size != 8:
         return None
-    reader = _Reader(store, path, base_address, file_size)
+    reader = _Reader(store, path, base_address, file_size, read_cached)
     layout = _find_layout_message(reader, header_address)
     if layout is None or len(layout) < 3 or layout[0] != 3 or layout[1] != 2:
         return None

@@ -11,8 +11,6 @@ import xarray as xr
 
 from virtualize.errors import InvalidFileError, VirtualArrayAccessError
 from virtualize.manifests import ManifestArray, ManifestGroup
-from virtualize.manifests.array import replace_metadata
-from virtualize.parsers.attributes import to_json_value
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
@@ -292,37 +290,16 @@ class VirtualizeAccessor:
         VirtualArrayAccessError
             If a variable holds loaded values rather than references.
         """
-        loaded = [
-            str(name)
-            for name, variable in self._dataset.variables.items()
-            if not isinstance(variable.data, ManifestArray)
-        ]
-        if loaded:
+        from virtualize.writers.common import plan_write
+
+        plan = plan_write(self._dataset)
+        if plan.loaded.variables:
             raise VirtualArrayAccessError(
-                f"variables {loaded} are loaded in memory, not references",
+                f"variables {sorted(map(str, plan.loaded.variables))} are loaded in memory, "
+                "not references",
                 hint="Open with loadable_variables=[] or drop them before building a store",
             )
-        non_index_coords = [
-            str(name) for name in self._dataset.coords if name not in self._dataset.dims
-        ]
-        arrays = {}
-        for name, variable in self._dataset.variables.items():
-            array = variable.data
-            attributes = {str(k): to_json_value(v) for k, v in variable.attrs.items()}
-            if name in self._dataset.data_vars and "coordinates" not in attributes:
-                related = [
-                    c for c in non_index_coords if set(self._dataset[c].dims) <= set(variable.dims)
-                ]
-                if related:
-                    attributes["coordinates"] = " ".join(related)
-            metadata = replace_metadata(
-                array.metadata,
-                dimension_names=tuple(str(d) for d in variable.dims),
-                attributes=attributes,
-            )
-            arrays[str(name)] = ManifestArray(metadata, array.manifest)
-        attributes = {str(k): to_json_value(v) for k, v in self._dataset.attrs.items()}
-        return ManifestGroup(arrays, attributes=attributes)
+        return ManifestGroup(plan.virtual, attributes=plan.attributes)
 
     def to_manifest_store(self, registry: ObjectStoreRegistry) -> ManifestStore:
         """A read-only zarr store over the dataset's references (see :meth:`to_manifest_group`).

@@ -1,0 +1,1 @@
+"""Writers: virtual datasets made durable (Icechunk, Kerchunk references)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -300,6 +300,34 @@ class VirtualizeAccessor:
                 hint="Open with loadable_variables=[] or drop them before building a store",
             )
         return ManifestGroup(plan.virtual, attributes=plan.attributes)
+
+    def to_icechunk(
+        self,
+        store: Any,
+        *,
+        group: str | None = None,
+        append_dim: str | None = None,
+        mode: Literal["w", "w-", "a"] | None = None,
+        registry: ObjectStoreRegistry | None = None,
+        validate_containers: bool = True,
+    ) -> None:
+        """Write the dataset into an Icechunk session's store; the caller commits.
+
+        Virtual variables become virtual references (with the checksum each source had when
+        it was parsed), loaded variables native chunks. On any error the session's changes
+        are discarded. See :func:`virtualize.writers.icechunk.to_icechunk` for the parameters.
+        """
+        from virtualize.writers.icechunk import to_icechunk
+
+        to_icechunk(
+            self._dataset,
+            store,
+            group=group,
+            append_dim=append_dim,
+            mode=mode,
+            registry=registry,
+            validate_containers=validate_containers,
+        )
 
     def to_manifest_store(self, registry: ObjectStoreRegistry) -> ManifestStore:
         """A read-only zarr store over the dataset's references (see :meth:`to_manifest_group`).

@@ -1,0 +1,313 @@
+"""Committing virtual datasets to Icechunk: references as virtual chunks, values as native ones.
+
+``to_icechunk`` writes into a writable Icechunk session's store and never commits; the caller
+commits. If anything fails part-way the session's uncommitted changes are discarded, so a
+failed write leaves nothing behind to commit.
+
+Every reference carries the checksum its source had *when it was parsed* (the ETag where the
+backend has one, else the last-modified time rounded up to the second), so reading a chunk of
+a file that changed since fails instead of returning other bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync
+
+from virtualize.errors import (
+    ConcatenationError,
+    UnauthorizedLocationError,
+    UnsupportedFeatureError,
+    VirtualizeError,
+)
+from virtualize.manifests import ChunkManifest, ManifestArray, SourceInfo
+from virtualize.manifests.array import replace_metadata
+from virtualize.manifests.array_api import check_combinable
+from virtualize.registry import ObjectStoreRegistry
+from virtualize.writers.common import plan_write
+
+__all__ = ["authorize_containers", "checksum_of", "to_icechunk", "virtual_chunk_containers"]
+
+Mode = Literal["w", "w-", "a"]
+
+
+def checksum_of(url: str, source: SourceInfo | None) -> str | datetime | None:
+    """What Icechunk checks a source against on read: its ETag, or for local files (whose
+    ETags Icechunk does not validate) its last-modified time rounded *up* to the second."""
+    if source is None:
+        return None
+    if source.etag and not url.startswith("file://"):
+        return source.etag
+    if source.last_modified is not None:
+        stamp = source.last_modified.timestamp()
+        return datetime.fromtimestamp(math.ceil(stamp), tz=UTC)
+    return None
+
+
+def virtual_chunk_containers(registry: ObjectStoreRegistry) -> list[Any]:
+    """Icechunk virtual chunk containers for the registry's prefixes (``file://``,
+    ``s3://``, ``http(s)://``), to put in a new repository's config."""
+    import icechunk
+
+    containers = []
+    for prefix in registry.prefixes:
+        scheme = urlsplit(prefix).scheme
+        store: Any
+        if scheme == "file":
+            store = icechunk.local_filesystem_store(urlsplit(prefix).path)
+        elif scheme == "s3":
+            store = icechunk.s3_store()
+        elif scheme in ("http", "https"):
+            store = icechunk.http_store()
+        else:
+            raise VirtualizeError(
+                f"no Icechunk virtual chunk container for {scheme!r} locations",
+                url=prefix,
+            )
+        containers.append(icechunk.VirtualChunkContainer(prefix, store))
+    return containers
+
+
+def authorize_containers(registry: ObjectStoreRegistry) -> dict[str, Any]:
+    """The ``authorize_virtual_chunk_access`` mapping that lets a repository read the
+    registry's prefixes (local files and http need no credentials; s3 uses the environment)."""
+    import icechunk
+
+    access: dict[str, Any] = {}
+    for prefix in registry.prefixes:
+        scheme = urlsplit(prefix).scheme
+        if scheme == "s3":
+            access[prefix] = icechunk.s3_from_env_credentials()
+        elif scheme in ("http", "https"):
+            access[prefix] = icechunk.Credentials.HttpAccess()
+        else:
+            access[prefix] = icechunk.Credentials.LocalFileSystemAccess()
+    return access
+
+
+def to_icechunk(
+    dataset: xr.Dataset,
+    store: Any,
+    *,
+    group: str | None = None,
+    append_dim: str | None = None,
+    mode: Mode | None = None,
+    registry: ObjectStoreRegistry | None = None,
+    validate_containers: bool = True,
+) -> None:
+    """Write a virtual dataset into an Icechunk session's store (the caller commits).
+
+    Parameters
+    ----------
+    dataset
+        A virtual dataset: variables holding :class:`~virtualize.ManifestArray` are written as
+        virtual references, loaded variables as native chunks encoded by xarray.
+    store
+        A writable ``icechunk.IcechunkStore`` (``session.store``).
+    group
+        The group to write into (the root by default).
+    append_dim
+        Append along this dimension to arrays already in the group (mode ``"a"``).
+    mode
+        ``"w"`` replaces the group, ``"w-"`` fails if it exists, ``"a"`` adds or appends;
+        ``"w-"`` by default, ``"a"`` with ``append_dim``.
+    registry
+        If given, every referenced url must be under one of its prefixes.
+    validate_containers
+        Refuse references no virtual chunk container of the repository covers.
+
+    Raises
+    ------
+    UnauthorizedLocationError
+        A reference lies outside ``registry`` or outside the repository's containers.
+    ConcatenationError
+        Appended arrays decode differently from the ones in the repository.
+    """
+    mode = mode or ("a" if append_dim is not None else "w-")
+    session = getattr(store, "session", None)
+    try:
+        _write(dataset, store, group, append_dim, mode, registry, validate_containers)
+    except BaseException:
+        if session is not None:
+            session.discard_changes()
+        raise
+
+
+def _write(
+    dataset: xr.Dataset,
+    store: Any,
+    group: str | None,
+    append_dim: str | None,
+    mode: Mode,
+    registry: ObjectStoreRegistry | None,
+    validate: bool,
+) -> None:
+    plan = plan_write(dataset)
+    _check_strict_json(plan.attributes, None)
+    for name, array in plan.virtual.items():
+        _check_strict_json(array.metadata.attributes, name)
+    for name, variable in plan.loaded.variables.items():
+        _check_strict_json(variable.attrs, str(name))
+    if registry is not None:
+        for array in plan.virtual.values():
+            registry.check(array.manifest.urls)
+    prefix = f"{group.strip('/')}/" if group and group.strip("/") else ""
+    existing = _existing_arrays(store, prefix) if mode == "a" else {}
+    loaded = plan.loaded.copy()
+    loaded.attrs = dict(plan.attributes)
+    loaded_append = append_dim if append_dim in loaded.dims and append_dim is not None else None
+    loaded.to_zarr(
+        store,
+        group=group,
+        mode=mode,
+        append_dim=loaded_append,
+        zarr_format=3,
+        consolidated=False,
+    )
+    for name, array in plan.virtual.items():
+        path = f"{prefix}{name}"
+        old = existing.get(name)
+        if old is not None and append_dim is not None:
+            _append_array(store, path, name, old, array, append_dim, validate)
+        else:
+            _set_metadata(store, path, array.metadata)
+            _set_references(store, path, array.manifest, (0,) * array.ndim, validate)
+
+
+def _check_strict_json(attributes: Any, variable: str | None) -> None:
+    """Icechunk stores metadata as strict JSON, which has no NaN or infinity; zarr-python
+    writes them anyway and Icechunk then rejects the whole document."""
+    for key, value in dict(attributes).items():
+        values = np.ravel(np.asarray(value, dtype=object)) if not isinstance(value, str) else []
+        for item in values:
+            if isinstance(item, float | np.floating) and not math.isfinite(float(item)):
+                raise UnsupportedFeatureError(
+                    f"attribute {key!r} is {item}, which Icechunk's strict JSON metadata "
+                    "cannot hold",
+                    variable=variable,
+                    hint="Change or drop the attribute before writing "
+                    "(e.g. ds[name].attrs.pop(key))",
+                )
+
+
+def _existing_arrays(store: Any, prefix: str) -> dict[str, ArrayV3Metadata]:
+    try:
+        found = zarr.open_group(store, path=prefix.rstrip("/") or "/", mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return {}
+    return {
+        name: member.metadata
+        for name, member in found.arrays()
+        if isinstance(member.metadata, ArrayV3Metadata)
+    }
+
+
+def _set_metadata(store: Any, path: str, metadata: ArrayV3Metadata) -> None:
+    document = metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+    sync(store.set(f"{path}/zarr.json", document))
+
+
+def _append_array(
+    store: Any,
+    path: str,
+    name: str,
+    old: ArrayV3Metadata,
+    array: ManifestArray,
+    append_dim: str,
+    validate: bool,
+) -> None:
+    dims = tuple(array.metadata.dimension_names or ())
+    if append_dim not in dims:
+        return  # a variable without the append dimension is already there
+    axis = dims.index(append_dim)
+    previous = ManifestArray(old, ChunkManifest.empty(_grid(old.shape, _chunks(old))))
+    check_combinable([previous, array], axis=axis)
+    chunk = _chunks(old)[axis]
+    if old.shape[axis] % chunk:
+        raise ConcatenationError(
+            f"cannot append to {name!r}: its length {old.shape[axis]} along {append_dim!r} "
+            f"is not a whole number of chunks of {chunk}",
+            variable=name,
+            hint="Appending to a partial last chunk needs a rectilinear chunk grid",
+        )
+    shape = list(old.shape)
+    shape[axis] += array.shape[axis]
+    _set_metadata(store, path, replace_metadata(old, shape=tuple(shape)))
+    offset = [0] * array.ndim
+    offset[axis] = old.shape[axis] // chunk
+    _set_references(store, path, array.manifest, tuple(offset), validate)
+
+
+def _set_references(
+    store: Any,
+    path: str,
+    manifest: ChunkManifest,
+    grid_offset: tuple[int, ...],
+    validate: bool,
+) -> None:
+    """One bulk ``set_virtual_refs_arr`` call per source file (each carries its own checksum),
+    on the smallest block of the chunk grid that holds that file's chunks; inline chunks as
+    native chunks."""
+    prototype = default_buffer_prototype()
+    grid = manifest.shape_chunk_grid
+    for flat, data in manifest.inline.items():
+        position = np.unravel_index(flat, grid) if grid else ()
+        chunk_index = (int(p) + o for p, o in zip(position, grid_offset, strict=True))
+        key = "/".join([path, "c", *map(str, chunk_index)])
+        sync(store.set(key, prototype.buffer.from_bytes(data)))
+    ids = manifest.path_ids
+    for url_id, url in enumerate(manifest.urls):
+        mine = ids == url_id
+        if not mine.any():
+            continue
+        block = _bounding_block(mine)
+        block_ids = ids[block]
+        locations = np.where(block_ids == url_id, url, "").ravel().tolist()
+        checksum = checksum_of(url, manifest.sources[url_id])
+        offset = tuple(s.start + o for s, o in zip(block, grid_offset, strict=True))
+        failed = store.set_virtual_refs_arr(
+            path,
+            tuple(int(n) for n in block_ids.shape),
+            locations,
+            np.ascontiguousarray(manifest.offsets[block], dtype=np.uint64).ravel(),
+            np.ascontiguousarray(manifest.lengths[block], dtype=np.uint64).ravel(),
+            validate_containers=validate,
+            arr_offset=offset,
+            checksum=checksum,
+        )
+        if failed:
+            raise UnauthorizedLocationError(
+                "the repository has no virtual chunk container for this location",
+                url=url,
+                variable=path,
+                hint=(
+                    "Create the repository with virtualize.writers.icechunk."
+                    "virtual_chunk_containers(registry), or add a VirtualChunkContainer "
+                    "whose prefix covers it"
+                ),
+            )
+
+
+def _bounding_block(mask: np.ndarray) -> tuple[slice, ...]:
+    if mask.ndim == 0:
+        return ()
+    where = np.nonzero(mask)
+    return tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+
+
+def _chunks(metadata: ArrayV3Metadata) -> tuple[int, ...]:
+    return tuple(int(c) for c in metadata.chunk_grid.chunk_shape)  # type: ignore[union-attr]
+
+
+def _grid(shape: Iterable[int], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(-(-int(n) // c) for n, c in zip(shape, chunks, strict=True))

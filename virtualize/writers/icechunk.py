@@ -156,8 +156,8 @@ def _write(
     _check_strict_json(plan.attributes, None)
     for name, array in plan.virtual.items():
         _check_strict_json(array.metadata.attributes, name)
-    for name, variable in plan.loaded.variables.items():
-        _check_strict_json(variable.attrs, str(name))
+    for loaded_name, variable in plan.loaded.variables.items():
+        _check_strict_json(variable.attrs, str(loaded_name))
     if registry is not None:
         for array in plan.virtual.values():
             registry.check(array.manifest.urls)
@@ -188,7 +188,7 @@ def _check_strict_json(attributes: Any, variable: str | None) -> None:
     """Icechunk stores metadata as strict JSON, which has no NaN or infinity; zarr-python
     writes them anyway and Icechunk then rejects the whole document."""
     for key, value in dict(attributes).items():
-        values = np.ravel(np.asarray(value, dtype=object)) if not isinstance(value, str) else []
+        values: Any = [] if isinstance(value, str) else np.ravel(np.asarray(value, dtype=object))
         for item in values:
             if isinstance(item, float | np.floating) and not math.isfinite(float(item)):
                 raise UnsupportedFeatureError(

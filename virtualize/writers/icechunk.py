@@ -266,26 +266,13 @@ def _set_references(
         key = "/".join([path, "c", *map(str, chunk_index)])
         sync(store.set(key, prototype.buffer.from_bytes(data)))
     ids = manifest.path_ids
+    # Containers are checked once per url here, not once per reference inside Icechunk.
+    prefixes = _container_prefixes(store) if validate else None
     for url_id, url in enumerate(manifest.urls):
         mine = ids == url_id
         if not mine.any():
             continue
-        block = _bounding_block(mine)
-        block_ids = ids[block]
-        locations = np.where(block_ids == url_id, url, "").ravel().tolist()
-        checksum = checksum_of(url, manifest.sources[url_id])
-        offset = tuple(s.start + o for s, o in zip(block, grid_offset, strict=True))
-        failed = store.set_virtual_refs_arr(
-            path,
-            tuple(int(n) for n in block_ids.shape),
-            locations,
-            np.ascontiguousarray(manifest.offsets[block], dtype=np.uint64).ravel(),
-            np.ascontiguousarray(manifest.lengths[block], dtype=np.uint64).ravel(),
-            validate_containers=validate,
-            arr_offset=offset,
-            checksum=checksum,
-        )
-        if failed:
+        if prefixes is not None and not any(url.startswith(p) for p in prefixes):
             raise UnauthorizedLocationError(
                 "the repository has no virtual chunk container for this location",
                 url=url,
@@ -296,6 +283,41 @@ def _set_references(
                     "whose prefix covers it"
                 ),
             )
+        block = _bounding_block(mine)
+        block_ids = ids[block]
+        if bool((block_ids == url_id).all()):
+            locations = [url] * block_ids.size
+        else:
+            table = [url, ""]
+            locations = [table[i] for i in (block_ids != url_id).ravel().view(np.uint8).tolist()]
+        offset = tuple(s.start + o for s, o in zip(block, grid_offset, strict=True))
+        refused = store.set_virtual_refs_arr(
+            path,
+            tuple(int(n) for n in block_ids.shape),
+            locations,
+            np.ascontiguousarray(manifest.offsets[block], dtype=np.uint64).ravel(),
+            np.ascontiguousarray(manifest.lengths[block], dtype=np.uint64).ravel(),
+            # our per-url check above replaces Icechunk's per-reference one when it could run
+            validate_containers=validate and prefixes is None,
+            arr_offset=offset,
+            checksum=checksum_of(url, manifest.sources[url_id]),
+        )
+        if refused:  # only when Icechunk validated: refused references must not vanish
+            raise UnauthorizedLocationError(
+                f"the repository refused {len(refused)} references to this location",
+                url=url,
+                variable=path,
+                hint="Add a VirtualChunkContainer whose prefix covers it",
+            )
+
+
+def _container_prefixes(store: Any) -> list[str] | None:
+    """The url prefixes of the repository's virtual chunk containers (None: unknown, and
+    Icechunk checks every reference itself)."""
+    session = getattr(store, "session", None)
+    config = getattr(session, "config", None)
+    containers = getattr(config, "virtual_chunk_containers", None)
+    return list(containers) if containers is not None else None
 
 
 def _bounding_block(mask: np.ndarray) -> tuple[slice, ...]:

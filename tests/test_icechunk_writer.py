@@ -22,17 +22,17 @@ from virtualize.errors import (
     UnauthorizedLocationError,
     UnsupportedFeatureError,
 )
-from virtualize.writers.icechunk import authorize_containers, virtual_chunk_containers
+from virtualize.writers.icechunk import authorize_containers, repository_config
 
 
 def registry_for(folder: Path) -> vz.ObjectStoreRegistry:
     return vz.ObjectStoreRegistry({folder.resolve().as_uri() + "/": LocalStore(folder)})
 
 
-def new_repository(path: Path, registry: vz.ObjectStoreRegistry) -> icechunk.Repository:
-    config = icechunk.RepositoryConfig.default()
-    for container in virtual_chunk_containers(registry):
-        config.set_virtual_chunk_container(container)
+def new_repository(
+    path: Path, registry: vz.ObjectStoreRegistry, split_along: str | None = None
+) -> icechunk.Repository:
+    config = repository_config(registry, split_along=split_along, split_size=2)
     return icechunk.Repository.create(
         icechunk.local_filesystem_storage(str(path)),
         config=config,
@@ -116,10 +116,11 @@ def write_days(folder: Path, days: int, start: int = 0) -> list[Path]:
     return paths
 
 
-def test_append_along_a_dimension(tmp_path: Path) -> None:
+@pytest.mark.parametrize("split_along", [None, "time"])
+def test_append_along_a_dimension(tmp_path: Path, split_along: str | None) -> None:
     paths = write_days(tmp_path / "data", 3)
     registry = registry_for(tmp_path / "data")
-    repository = new_repository(tmp_path / "repo", registry)
+    repository = new_repository(tmp_path / "repo", registry, split_along=split_along)
     for index, path in enumerate(paths):
         session = repository.writable_session("main")
         vds = vz.open_virtual_dataset(path, registry=registry)

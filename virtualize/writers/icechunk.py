@@ -117,7 +117,9 @@ def repository_config(
         config.set_virtual_chunk_container(container)
     if split_along is not None:
         condition = icechunk.ManifestSplitCondition.AnyArray()
-        by_dimension = {icechunk.ManifestSplitDimCondition.DimensionName(split_along): split_size}
+        by_dimension: dict[Any, int] = {
+            icechunk.ManifestSplitDimCondition.DimensionName(split_along): split_size
+        }
         config.manifest = icechunk.ManifestConfig(
             splitting=icechunk.ManifestSplittingConfig.from_dict({condition: by_dimension})
         )

@@ -209,3 +209,28 @@ def test_reading_needs_the_container_authorised(tmp_path: Path) -> None:
     )
     with pytest.raises(Exception, match=r"(?i)authori"):
         read_main(unauthorised)
+
+
+def test_region_writes_replace_whole_chunks(tmp_path: Path) -> None:
+    paths = write_days(tmp_path / "data", 3)
+    registry = registry_for(tmp_path / "data")
+    repository = new_repository(tmp_path / "repo", registry)
+    parts = [vz.open_virtual_dataset(p, registry=registry, loadable_variables=[]) for p in paths]
+    session = repository.writable_session("main")
+    first_two = xr.concat(parts[:2], dim="time", coords="minimal", compat="override")
+    first_two.virtualize.to_icechunk(session.store)
+    session.commit("two days")
+    # the second day's slot now takes the third day's references
+    session = repository.writable_session("main")
+    replacement = parts[2][["t2m"]]
+    replacement.virtualize.to_icechunk(session.store, region={"time": slice(4, 8)})
+    session.commit("replace day two")
+    got = read_main(repository)["t2m"].values
+    expected = np.concatenate(
+        [xr.open_dataset(paths[0])["t2m"].values, xr.open_dataset(paths[2])["t2m"].values]
+    )
+    np.testing.assert_array_equal(got, expected)
+    session = repository.writable_session("main")
+    with pytest.raises(ConcatenationError, match="chunk boundaries"):
+        replacement.virtualize.to_icechunk(session.store, region={"time": slice(3, 7)})
+    assert not session.has_uncommitted_changes

@@ -149,6 +149,7 @@ def to_icechunk(
     *,
     group: str | None = None,
     append_dim: str | None = None,
+    region: dict[str, slice] | None = None,
     mode: Mode | None = None,
     registry: ObjectStoreRegistry | None = None,
     validate_containers: bool = True,
@@ -166,6 +167,10 @@ def to_icechunk(
         The group to write into (the root by default).
     append_dim
         Append along this dimension to arrays already in the group (mode ``"a"``).
+    region
+        Write into this region of arrays already in the group, ``{dimension: slice}``, as
+        ``xarray.Dataset.to_zarr(region=...)`` does; the slices must start and end on chunk
+        boundaries (or at the end of the dimension).
     mode
         ``"w"`` replaces the group, ``"w-"`` fails if it exists, ``"a"`` adds or appends;
         ``"w-"`` by default, ``"a"`` with ``append_dim``.
@@ -181,10 +186,15 @@ def to_icechunk(
     ConcatenationError
         Appended arrays decode differently from the ones in the repository.
     """
-    mode = mode or ("a" if append_dim is not None else "w-")
+    if region is not None and append_dim is not None:
+        raise ValueError("pass append_dim or region, not both")
+    mode = mode or ("a" if append_dim is not None or region is not None else "w-")
     session = getattr(store, "session", None)
     try:
-        _write(dataset, store, group, append_dim, mode, registry, validate_containers)
+        if region is not None:
+            _write_region(dataset, store, group, region, registry, validate_containers)
+        else:
+            _write(dataset, store, group, append_dim, mode, registry, validate_containers)
     except BaseException:
         if session is not None:
             session.discard_changes()
@@ -230,6 +240,61 @@ def _write(
         else:
             _set_metadata(store, path, array.metadata)
             _set_references(store, path, array.manifest, (0,) * array.ndim, validate)
+
+
+def _write_region(
+    dataset: xr.Dataset,
+    store: Any,
+    group: str | None,
+    region: dict[str, slice],
+    registry: ObjectStoreRegistry | None,
+    validate: bool,
+) -> None:
+    plan = plan_write(dataset)
+    if registry is not None:
+        for array in plan.virtual.values():
+            registry.check(array.manifest.urls)
+    prefix = f"{group.strip('/')}/" if group and group.strip("/") else ""
+    existing = _existing_arrays(store, prefix)
+    if plan.loaded.variables:
+        loaded_region = {d: s for d, s in region.items() if d in plan.loaded.dims}
+        plan.loaded.to_zarr(
+            store, group=group, mode="r+", region=loaded_region, zarr_format=3, consolidated=False
+        )
+    for name, array in plan.virtual.items():
+        old = existing.get(name)
+        if old is None:
+            raise VirtualizeError(
+                "a region can only be written into an array that exists",
+                variable=name,
+                hint="Write the whole array first (mode 'w' or 'a')",
+            )
+        dims = tuple(str(d) for d in array.metadata.dimension_names or ())
+        chunks = _chunks(old)
+        offset = []
+        for axis, dim in enumerate(dims):
+            length = array.shape[axis]
+            start, stop, _ = region.get(dim, slice(None)).indices(old.shape[axis])
+            if stop - start != length:
+                raise ConcatenationError(
+                    f"the region of {dim!r} holds {stop - start} elements, the data {length}",
+                    variable=name,
+                )
+            if start % chunks[axis] or (stop % chunks[axis] and stop != old.shape[axis]):
+                raise ConcatenationError(
+                    f"the region {start}:{stop} of {dim!r} does not start and end on chunk "
+                    f"boundaries (chunks of {chunks[axis]})",
+                    variable=name,
+                    hint="Only whole chunks can be replaced by references",
+                )
+            offset.append(start // chunks[axis])
+        previous = ManifestArray(old, ChunkManifest.empty(_grid(old.shape, chunks)))
+        like_old = ManifestArray(
+            replace_metadata(array.metadata, shape=tuple(old.shape)),
+            ChunkManifest.empty(_grid(old.shape, chunks)),
+        )
+        check_combinable([previous, like_old], axis=None)
+        _set_references(store, f"{prefix}{name}", array.manifest, tuple(offset), validate)
 
 
 def _check_strict_json(attributes: Any, variable: str | None) -> None:

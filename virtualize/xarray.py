@@ -67,17 +67,8 @@ def open_virtual_dataset(
     >>> vds = vz.open_virtual_dataset("air.nc")  # doctest: +SKIP
     >>> vds.virtualize.nrefs  # doctest: +SKIP
     """
-    normalised = normalize_url(url)
-    if registry is None:
-        registry = ObjectStoreRegistry.for_urls([normalised])
     drop = list(drop_variables or ())
-    if parser is None:
-        parser = detect(normalised, registry, group=group, drop_variables=drop)
-        store = parser(normalised, registry)
-        manifest_group = store.group
-    else:
-        store = parser(normalised, registry)
-        manifest_group = _select_group(store.group, group, normalised)
+    manifest_group, registry = _parse(url, parser, registry, group, drop)
     return construct_virtual_dataset(
         manifest_group,
         registry=registry,
@@ -113,15 +104,8 @@ def open_virtual_datatree(
     -------
     xarray.DataTree
     """
-    normalised = normalize_url(url)
-    if registry is None:
-        registry = ObjectStoreRegistry.for_urls([normalised])
     drop = list(drop_variables or ())
-    if parser is None:
-        parser = detect(normalised, registry, group=group)
-        root = parser(normalised, registry).group
-    else:
-        root = _select_group(parser(normalised, registry).group, group, normalised)
+    root, registry = _parse(url, parser, registry, group, [])
     loadable = list(loadable_variables) if loadable_variables is not None else None
     datasets = {
         "/" + path if path else "/": construct_virtual_dataset(
@@ -135,6 +119,25 @@ def open_virtual_datatree(
         if isinstance(node, ManifestGroup)
     }
     return xr.DataTree.from_dict(datasets)
+
+
+def _parse(
+    url: str | os.PathLike[str],
+    parser: Any,
+    registry: ObjectStoreRegistry | None,
+    group: str | None,
+    drop_variables: list[str],
+) -> tuple[ManifestGroup, ObjectStoreRegistry]:
+    """Parse ``url`` (detecting the format if no parser is given) and return the selected
+    group and the registry used. ``drop_variables`` reach a detected parser, so variables it
+    would refuse can be left out before it refuses them."""
+    normalised = normalize_url(url)
+    if registry is None:
+        registry = ObjectStoreRegistry.for_urls([normalised])
+    if parser is None:
+        parser = detect(normalised, registry, group=group, drop_variables=drop_variables)
+        return parser(normalised, registry).group, registry
+    return _select_group(parser(normalised, registry).group, group, normalised), registry
 
 
 def _select_group(root: ManifestGroup, group: str | None, url: str) -> ManifestGroup:

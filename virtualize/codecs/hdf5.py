@@ -91,6 +91,27 @@ def _positive(value: Any, name: str) -> int:
     return number
 
 
+def _set_blosc_settings(
+    codec: Any, family: str, typesize: int, cname: str, clevel: int, shuffle: str
+) -> None:
+    """The settings Blosc and Blosc2 codecs share, checked and set on a frozen codec."""
+    if shuffle not in _BLOSC_SHUFFLES:
+        raise ValueError(f"unknown {family} shuffle {shuffle!r}")
+    object.__setattr__(codec, "typesize", _positive(typesize, "typesize"))
+    object.__setattr__(codec, "cname", str(cname))
+    object.__setattr__(codec, "clevel", int(clevel))
+    object.__setattr__(codec, "shuffle", shuffle)
+
+
+def _blosc_settings(codec: Any) -> dict[str, JSON]:
+    return {
+        "typesize": codec.typesize,
+        "cname": codec.cname,
+        "clevel": codec.clevel,
+        "shuffle": codec.shuffle,
+    }
+
+
 # -- shuffle (filter 2) -----------------------------------------------------------------------
 
 
@@ -417,20 +438,10 @@ class HDF5BloscCodec(_HDF5BytesCodec):
         clevel: int = 5,
         shuffle: str = "shuffle",
     ) -> None:
-        if shuffle not in _BLOSC_SHUFFLES:
-            raise ValueError(f"unknown blosc shuffle {shuffle!r}")
-        object.__setattr__(self, "typesize", _positive(typesize, "typesize"))
-        object.__setattr__(self, "cname", str(cname))
-        object.__setattr__(self, "clevel", int(clevel))
-        object.__setattr__(self, "shuffle", shuffle)
+        _set_blosc_settings(self, "blosc", typesize, cname, clevel, shuffle)
 
     def configuration(self) -> dict[str, JSON]:
-        return {
-            "typesize": self.typesize,
-            "cname": self.cname,
-            "clevel": self.clevel,
-            "shuffle": self.shuffle,
-        }
+        return _blosc_settings(self)
 
     def decode_bytes(self, data: bytes) -> bytes:
         return bytes(_imagecodecs().blosc_decode(data))
@@ -498,23 +509,13 @@ class HDF5Blosc2Codec(_HDF5BytesCodec):
         shuffle: str = "shuffle",
         chunk_shape: Any = None,
     ) -> None:
-        if shuffle not in _BLOSC_SHUFFLES:
-            raise ValueError(f"unknown blosc2 shuffle {shuffle!r}")
-        object.__setattr__(self, "typesize", _positive(typesize, "typesize"))
-        object.__setattr__(self, "cname", str(cname))
-        object.__setattr__(self, "clevel", int(clevel))
-        object.__setattr__(self, "shuffle", shuffle)
+        _set_blosc_settings(self, "blosc2", typesize, cname, clevel, shuffle)
         shape = tuple(int(n) for n in chunk_shape) if chunk_shape is not None else None
         object.__setattr__(self, "chunk_shape", shape)
 
     def configuration(self) -> dict[str, JSON]:
-        return {
-            "typesize": self.typesize,
-            "cname": self.cname,
-            "clevel": self.clevel,
-            "shuffle": self.shuffle,
-            "chunk_shape": list(self.chunk_shape) if self.chunk_shape is not None else None,
-        }
+        shape = list(self.chunk_shape) if self.chunk_shape is not None else None
+        return {**_blosc_settings(self), "chunk_shape": shape}
 
     def decode_bytes(self, data: bytes) -> bytes:
         imagecodecs = _imagecodecs()

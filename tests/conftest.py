@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import hdf5plugin
 import numpy as np
+import pytest
 
 # netCDF4's wheel and hdf5plugin each bundle a Blosc filter library. Once netCDF4 has written a
 # file, hdf5plugin's Blosc filter fails in the same process ("error during user callback")
@@ -15,3 +17,28 @@ import numpy as np
 # after netCDF4 tests ran in the same worker, so use hdf5plugin's Blosc once up front.
 with tempfile.TemporaryDirectory() as _folder, h5py.File(Path(_folder) / "blosc.h5", "w") as _f:
     _f.create_dataset("x", data=np.arange(1024.0), chunks=(256,), **hdf5plugin.Blosc())
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1 for one test: credentials in the
+    environment, the test module's ``BUCKET`` created, stopped when the test ends."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket=request.module.BUCKET)
+        yield endpoint
+    finally:
+        server.stop()

@@ -7,7 +7,6 @@ repository directly through an icechunk session.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,31 +361,6 @@ def test_unknown_version(repo: Repo) -> None:
 
 BUCKET = "icechunk-archive"
 KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-        }.items():
-            monkeypatch.setenv(name, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket=BUCKET
-        )
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def test_repository_on_s3(s3_endpoint: str, tmp_path: Path) -> None:

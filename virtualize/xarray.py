@@ -334,6 +334,32 @@ class VirtualizeAccessor:
             validate_containers=validate_containers,
         )
 
+    def to_kerchunk(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        format: Literal["dict", "json", "parquet"] = "dict",
+        *,
+        zarr_format: Literal[2, 3] = 2,
+        record_size: int = 100_000,
+        group: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Write the dataset as Kerchunk version-1 references.
+
+        ``format="dict"`` returns the references; ``"json"`` and ``"parquet"`` write them to
+        ``path`` (Parquet in record files of ``record_size`` rows, streamed from the
+        manifests). See :func:`virtualize.writers.kerchunk.to_kerchunk`.
+        """
+        from virtualize.writers.kerchunk import to_kerchunk
+
+        return to_kerchunk(
+            self._dataset,
+            path,
+            format=format,
+            zarr_format=zarr_format,
+            record_size=record_size,
+            group=group,
+        )
+
     def to_manifest_store(self, registry: ObjectStoreRegistry) -> ManifestStore:
         """A read-only zarr store over the dataset's references (see :meth:`to_manifest_group`).
 

@@ -7,11 +7,20 @@ from typing import Protocol, runtime_checkable
 from virtualize.parsers.detect import detect, sniff_format
 from virtualize.parsers.hdf import HDFParser
 from virtualize.parsers.icechunk import IcechunkParser
+from virtualize.parsers.kerchunk import KerchunkParser
 from virtualize.parsers.zarr import ZarrParser
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
 
-__all__ = ["HDFParser", "IcechunkParser", "Parser", "ZarrParser", "detect", "sniff_format"]
+__all__ = [
+    "HDFParser",
+    "IcechunkParser",
+    "KerchunkParser",
+    "Parser",
+    "ZarrParser",
+    "detect",
+    "sniff_format",
+]
 
 
 @runtime_checkable

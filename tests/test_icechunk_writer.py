@@ -234,3 +234,29 @@ def test_region_writes_replace_whole_chunks(tmp_path: Path) -> None:
     with pytest.raises(ConcatenationError, match="chunk boundaries"):
         replacement.virtualize.to_icechunk(session.store, region={"time": slice(3, 7)})
     assert not session.has_uncommitted_changes
+
+
+def test_a_datatree_is_written_node_by_node(tmp_path: Path) -> None:
+    import netCDF4
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "tree.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("x", 4)
+        nc.createVariable("x", "f8", ("x",))[:] = np.arange(4.0)
+        forecast = nc.createGroup("forecast")
+        forecast.createDimension("step", 3)
+        forecast.createVariable("step", "i4", ("step",))[:] = [0, 6, 12]
+        forecast.createVariable("t", "f4", ("step", "x"), zlib=True)[:] = np.ones((3, 4))
+        forecast.createGroup("deep").createVariable("u", "f4", ("x",))[:] = np.arange(4)
+    registry = registry_for(data)
+    tree = vz.open_virtual_datatree(path, registry=registry)
+    assert tree.virtualize.nrefs == 2
+    repository = new_repository(tmp_path / "repo", registry)
+    session = repository.writable_session("main")
+    tree.virtualize.to_icechunk(session.store)
+    session.commit("tree")
+    store = repository.readonly_session("main").store
+    got = xr.open_datatree(store, engine="zarr", consolidated=False, zarr_format=3).load()
+    xr.testing.assert_identical(got, xr.open_datatree(path).load())

@@ -17,6 +17,7 @@ from virtualize.store import ManifestStore
 
 __all__ = [
     "VirtualizeAccessor",
+    "VirtualizeTreeAccessor",
     "construct_virtual_dataset",
     "open_virtual_dataset",
     "open_virtual_datatree",
@@ -383,3 +384,63 @@ def _replace_variables(
     )
     data_vars = {name: variables[name] for name in dataset.data_vars}
     return xr.Dataset(data_vars, coords=coords, attrs=dict(dataset.attrs))
+
+
+@xr.register_datatree_accessor("virtualize")
+class VirtualizeTreeAccessor:
+    """``tree.virtualize``: a tree of virtual datasets, written as one."""
+
+    def __init__(self, tree: xr.DataTree) -> None:
+        self._tree = tree
+
+    @property
+    def nrefs(self) -> int:
+        """Chunk references held by the virtual variables of every node."""
+        return sum(node.to_dataset(inherit=False).virtualize.nrefs for node in self._tree.subtree)
+
+    def to_icechunk(
+        self,
+        store: Any,
+        *,
+        group: str | None = None,
+        mode: Literal["w", "w-", "a"] | None = None,
+        registry: ObjectStoreRegistry | None = None,
+        validate_containers: bool = True,
+    ) -> None:
+        """Write every node of the tree into its group of an Icechunk session's store.
+
+        The nodes are written one after another into one session; the caller commits. If any
+        node fails, the session's changes are discarded, so nothing of the tree is left.
+
+        Parameters
+        ----------
+        store
+            A writable ``icechunk.IcechunkStore``.
+        group
+            The group the tree's root goes into (the store's root by default).
+        mode
+            As for :meth:`VirtualizeAccessor.to_icechunk`, applied to the tree's root group;
+            the nodes below are added to it.
+        registry, validate_containers
+            As for :meth:`VirtualizeAccessor.to_icechunk`.
+        """
+        from virtualize.writers.icechunk import to_icechunk
+
+        base = (group or "").strip("/")
+        session = getattr(store, "session", None)
+        try:
+            for node in self._tree.subtree:
+                relative = node.relative_to(self._tree).strip("/.")
+                path = "/".join(p for p in (base, relative) if p)
+                to_icechunk(
+                    node.to_dataset(inherit=False),
+                    store,
+                    group=path or None,
+                    mode=(mode or "w-") if node is self._tree else "a",
+                    registry=registry,
+                    validate_containers=validate_containers,
+                )
+        except BaseException:
+            if session is not None:
+                session.discard_changes()
+            raise

@@ -61,6 +61,8 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/run.py
 	$(BENCH_VENV)/bin/python benchmarks/parse_corpus.py
+	$(BENCH_VENV)/bin/python benchmarks/icechunk_write.py
+	$(BENCH_VENV)/bin/python benchmarks/kerchunk_write.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -192,3 +192,23 @@ def test_null_dataspaces_are_refused_and_can_be_skipped(tmp_path: Path) -> None:
         store = HDFParser(on_unsupported="skip")(str(path), local_registry(path))
     assert set(store.group.arrays) == {"fine"}
     assert "null" in store.skipped and "null dataspace" in store.skipped["null"]
+
+
+def test_virtual_dataset_sources_with_unwritten_chunks_and_another_fill_are_refused(
+    tmp_path: Path,
+) -> None:
+    for index, fill in enumerate((-1.0, -2.0)):
+        with h5py.File(tmp_path / f"src{index}.h5", "w") as f:
+            source = f.create_dataset("d", shape=(4, 5), chunks=(2, 5), dtype="f8", fillvalue=fill)
+            source[0:2] = np.arange(10.0).reshape(2, 5)  # the second chunk is never written
+    layout = h5py.VirtualLayout(shape=(8, 5), dtype="f8")
+    layout[0:4] = h5py.VirtualSource("src0.h5", "d", shape=(4, 5))
+    layout[4:8] = h5py.VirtualSource("src1.h5", "d", shape=(4, 5))
+    path = tmp_path / "vds.h5"
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("v", layout, fillvalue=-1.0)
+    with h5py.File(path) as f:
+        native = f["v"][...]
+    assert (native[6:8] == -2.0).all(), "HDF5 reads a source's unwritten chunks as its fill"
+    with pytest.raises(UnsupportedFeatureError, match="fill value"):
+        HDFParser()(str(path), local_registry(path))

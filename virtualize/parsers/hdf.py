@@ -522,18 +522,20 @@ class _Context:
                 local = np.unravel_index(flat, sub_grid)
                 position = tuple(int(i) + r.start for i, r in zip(local, region, strict=True))
                 inline[int(np.ravel_multi_index(position, grid))] = data
+        # Unmapped regions read as the VDS's fill value, a source's unwritten chunks as that
+        # source's: every source with unwritten chunks must agree with the one we present.
         raw_fill, _ = _fill_value(dset, np.dtype(dset.dtype))
-        if bool((path_ids == MISSING).any()) and raw_fill != first.metadata.fill_value:
-            for _, array in placed:
-                if bool((array.manifest.path_ids == MISSING).any()):
-                    raise refuse("its sources have unwritten chunks with another fill value")
+        for _, array in placed:
+            unwritten = bool((array.manifest.path_ids == MISSING).any())
+            if unwritten and not _same_value(array.metadata.fill_value, raw_fill):
+                raise refuse("a source has unwritten chunks whose fill value differs from its own")
         manifest = ChunkManifest(urls, path_ids, offsets, lengths, inline=inline, sources=sources)
         attributes = self.attributes(raw, is_scale=is_scale, dtype=first.dtype)
         metadata = _metadata(
             shape,
             chunks,
             first.metadata.data_type,
-            raw_fill if bool((path_ids == MISSING).any()) else first.metadata.fill_value,
+            raw_fill,
             list(first.metadata.codecs),
             attributes,
             dims,
@@ -811,6 +813,13 @@ class _Context:
         return ChunkManifest.from_single_url(
             self.url, offsets.reshape(grid), lengths.reshape(grid), source=self.source
         )
+
+
+def _same_value(first: Any, second: Any) -> bool:
+    a, b = np.asarray(first), np.asarray(second)
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def _metadata(

@@ -18,6 +18,7 @@ use them decode in plain zarr/xarray once virtualize (and imagecodecs) is instal
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
@@ -59,14 +60,17 @@ class _HDF5BytesCodec(BytesBytesCodec):
     def to_dict(self) -> dict[str, JSON]:
         return {"name": self.codec_name, "configuration": self.configuration()}
 
+    @abstractmethod
     def configuration(self) -> dict[str, JSON]:
-        raise NotImplementedError
+        """The codec's JSON configuration."""
 
+    @abstractmethod
     def decode_bytes(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """Undo the filter."""
 
+    @abstractmethod
     def encode_bytes(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """Apply the filter."""
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
         return chunk_spec.prototype.buffer.from_bytes(self.decode_bytes(chunk_bytes.to_bytes()))

@@ -20,6 +20,7 @@ import base64
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -149,7 +150,7 @@ class _Chunks:
     inline: dict[int, bytes] = field(default_factory=dict)
 
 
-class _Source:
+class _Source(ABC):
     """Metadata documents by key, and the chunks of an array on request."""
 
     url: str
@@ -159,10 +160,12 @@ class _Source:
     raw_urls: list[str]
 
     def prepare(self, arrays: Iterable[str]) -> None:
-        """Get ready to be asked for the chunks of ``arrays``."""
+        """Get ready to be asked for the chunks of ``arrays`` (JSON has nothing to do)."""
+        return None
 
+    @abstractmethod
     def chunks(self, array_path: str, grid: tuple[int, ...], keys: _KeySpelling) -> _Chunks:
-        raise NotImplementedError
+        """The references of one array's chunks."""
 
 
 def _decode_document(value: Any, url: str, key: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,7 +23,9 @@ _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
     """The format name of the file at ``url`` from its magic bytes.
 
-    Returns one of ``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"grib"``, ``"fits"``.
+    Returns one of ``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"grib"``, ``"fits"``,
+    ``"kerchunk"`` (JSON references, or a Parquet reference folder), ``"zarr"`` (a store's
+    folder) or ``"icechunk"`` (a repository's folder).
 
     Raises
     ------
@@ -33,6 +36,9 @@ def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
     try:
         first = bytes(obstore.get_range(store, path, start=0, length=_SNIFF_BYTES))
     except FileNotFoundError as error:
+        folder = _sniff_folder(store, path)
+        if folder is not None:
+            return folder
         raise InvalidFileError("no such file", url=url) from error
     except Exception as error:
         raise InvalidFileError(
@@ -52,6 +58,8 @@ def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
         return "grib"
     if first[:6] == b"SIMPLE":
         return "fits"
+    if first.lstrip()[:1] == b"{" and _looks_like_kerchunk(store, path):
+        return "kerchunk"
     size = obstore.head(store, path)["size"]
     for offset in _HDF5_OFFSETS[1:]:
         if offset + 8 > size:
@@ -65,10 +73,50 @@ def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
     )
 
 
+def _sniff_folder(store: Any, path: str) -> str | None:
+    """What a folder holds, from the names directly in it: a Zarr store, an Icechunk
+    repository, or Kerchunk Parquet references (whose ``.zmetadata`` has ``record_size``)."""
+    prefix = path.rstrip("/") + "/"
+    try:
+        listing = obstore.list_with_delimiter(store, prefix=prefix)
+    except Exception:
+        return None
+    names = {str(entry["path"])[len(prefix) :] for entry in listing["objects"]}
+    folders = {str(name)[len(prefix) :].rstrip("/") for name in listing["common_prefixes"]}
+    if "repo" in names and "snapshots" in folders:
+        return "icechunk"
+    if ".zmetadata" in names:
+        try:
+            metadata = json.loads(bytes(obstore.get(store, prefix + ".zmetadata").bytes()))
+        except Exception:
+            metadata = {}
+        if isinstance(metadata, dict) and "record_size" in metadata:
+            return "kerchunk"
+        return "zarr"
+    if names & {"zarr.json", ".zgroup", ".zarray"}:
+        return "zarr"
+    return None
+
+
+def _looks_like_kerchunk(store: Any, path: str) -> bool:
+    """JSON whose first kilobytes mention ``refs`` or a version-0 ``.zgroup`` key."""
+    size = int(obstore.head(store, path)["size"])
+    head = bytes(obstore.get_range(store, path, start=0, length=min(4096, size)))
+    return b'"refs"' in head or b'".zgroup"' in head or b'"version"' in head
+
+
 def _builtin_parsers() -> dict[str, Callable[[], Any]]:
     from virtualize.parsers.hdf import HDFParser
+    from virtualize.parsers.icechunk import IcechunkParser
+    from virtualize.parsers.kerchunk import KerchunkParser
+    from virtualize.parsers.zarr import ZarrParser
 
-    return {"hdf5": HDFParser}
+    return {
+        "hdf5": HDFParser,
+        "kerchunk": KerchunkParser,
+        "zarr": ZarrParser,
+        "icechunk": IcechunkParser,
+    }
 
 
 def detect(url: str, registry: ObjectStoreRegistry, **options: Any) -> Any:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
-from obstore.store import LocalStore
+from obstore.store import LocalStore, S3Store
 
 import virtualize as vz
 
@@ -60,3 +60,16 @@ def assert_virtual_equals_native(
         expected = without_nczarr_attributes(native.load())
     xr.testing.assert_identical(virtual, expected)
     return virtual
+
+
+def moto_bucket_store(bucket: str, endpoint: str) -> S3Store:
+    """An obstore store of ``bucket`` on the moto server of the ``s3_endpoint`` fixture."""
+    return S3Store(
+        bucket,
+        endpoint=endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )

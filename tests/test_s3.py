@@ -8,25 +8,12 @@ import numpy as np
 import obstore
 import pytest
 import xarray as xr
-from obstore.store import S3Store
-from oracle import read_through_manifest_store
+from oracle import moto_bucket_store, read_through_manifest_store
 
 import virtualize as vz
 from virtualize.errors import UnauthorizedLocationError
 
 BUCKET = "archive"
-
-
-def bucket_store(endpoint: str) -> S3Store:
-    return S3Store(
-        BUCKET,
-        endpoint=endpoint,
-        region="us-east-1",
-        access_key_id="testing",
-        secret_access_key="testing",
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
 
 
 def upload_sample(endpoint: str, tmp_path: Path) -> tuple[str, Path]:
@@ -36,13 +23,13 @@ def upload_sample(endpoint: str, tmp_path: Path) -> tuple[str, Path]:
         coords={"t": np.arange(6)},
         attrs={"where": "s3"},
     ).to_netcdf(path, engine="netcdf4", encoding={"v": {"zlib": True, "chunksizes": (2, 5)}})
-    obstore.put(bucket_store(endpoint), "era/sample.nc", path.read_bytes())
+    obstore.put(moto_bucket_store(BUCKET, endpoint), "era/sample.nc", path.read_bytes())
     return f"s3://{BUCKET}/era/sample.nc", path
 
 
 def test_open_and_read_an_s3_file(s3_endpoint: str, tmp_path: Path) -> None:
     url, local = upload_sample(s3_endpoint, tmp_path)
-    registry = vz.ObjectStoreRegistry({f"s3://{BUCKET}/": bucket_store(s3_endpoint)})
+    registry = vz.ObjectStoreRegistry({f"s3://{BUCKET}/": moto_bucket_store(BUCKET, s3_endpoint)})
     vds = vz.open_virtual_dataset(url, registry=registry)
     assert vds["v"].data.manifest.urls == (url,)
     source = vds["v"].data.manifest.sources[0]
@@ -67,6 +54,8 @@ def test_a_prefix_of_the_bucket_does_not_authorise_the_rest(
     s3_endpoint: str, tmp_path: Path
 ) -> None:
     url, _ = upload_sample(s3_endpoint, tmp_path)
-    registry = vz.ObjectStoreRegistry({f"s3://{BUCKET}/other/": bucket_store(s3_endpoint)})
+    registry = vz.ObjectStoreRegistry(
+        {f"s3://{BUCKET}/other/": moto_bucket_store(BUCKET, s3_endpoint)}
+    )
     with pytest.raises(UnauthorizedLocationError, match=r"sample\.nc"):
         vz.open_virtual_dataset(url, registry=registry)

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from obstore.store import LocalStore, S3Store
+from obstore.store import LocalStore
+from oracle import moto_bucket_store
 
 import virtualize as vz
 from virtualize.errors import (
@@ -669,23 +670,11 @@ def test_not_a_group(tmp_path: Path) -> None:
 BUCKET = "zarr-archive"
 
 
-def bucket_store(endpoint: str) -> S3Store:
-    return S3Store(
-        BUCKET,
-        endpoint=endpoint,
-        region="us-east-1",
-        access_key_id="testing",
-        secret_access_key="testing",
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
-
-
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_store_on_s3(s3_endpoint: str, tmp_path: Path, zarr_format: int) -> None:
     path = tmp_path / "s.zarr"
     sample_dataset().to_zarr(path, zarr_format=zarr_format, encoding=ENCODING)
-    bucket = bucket_store(s3_endpoint)
+    bucket = moto_bucket_store(BUCKET, s3_endpoint)
     for file in path.rglob("*"):
         if file.is_file():
             obstore.put(

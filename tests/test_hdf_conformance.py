@@ -123,7 +123,8 @@ def test_every_numeric_dtype_in_both_byte_orders(tmp_path: Path, dtype: str, chu
     np.testing.assert_array_equal(got, values)
 
 
-def test_float32_packing_decodes_like_netcdf(tmp_path: Path) -> None:
+def float32_packing_file(tmp_path: Path) -> Path:
+    """int16 packed with float32 factors (xarray decodes it to float32); element 3 is fill."""
     path = tmp_path / "packed32.nc"
     with netCDF4.Dataset(path, "w") as nc:
         nc.createDimension("x", 20)
@@ -134,6 +135,11 @@ def test_float32_packing_decodes_like_netcdf(tmp_path: Path) -> None:
         raw = np.arange(-10, 10, dtype="i2") * 37
         raw[3] = -999
         variable[:] = raw
+    return path
+
+
+def test_float32_packing_decodes_like_netcdf(tmp_path: Path) -> None:
+    path = float32_packing_file(tmp_path)
     virtual = assert_virtual_equals_native(path)
     assert virtual["v"].dtype == np.float32
     assert np.isnan(virtual["v"].values[3])

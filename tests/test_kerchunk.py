@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 from obstore.store import LocalStore
 from oracle import CORPUS, local_registry, without_nczarr_attributes
-from test_hdf_conformance import ENCODINGS, sample_dataset
+from test_hdf_conformance import ENCODINGS, float32_packing_file, sample_dataset
 
 import virtualize as vz
 from virtualize.errors import (
@@ -177,18 +177,6 @@ def test_v2_metadata_says_what_the_codecs_and_byte_order_are(tmp_path: Path) -> 
     assert "_FillValue" not in zattrs  # Zarr v2 says it with fill_value
     assert zattrs["_ARRAY_DIMENSIONS"] == ["x", "y"]
     xr.testing.assert_identical(read_with_kerchunk(refs), native(path, engine="h5netcdf"))
-
-
-def float32_packing_file(tmp_path: Path) -> Path:
-    path = tmp_path / "packed32.nc"
-    with netCDF4.Dataset(path, "w") as nc:
-        nc.createDimension("x", 20)
-        variable = nc.createVariable("v", "i2", ("x",), fill_value=np.int16(-999))
-        variable.scale_factor = np.float32(0.1)
-        variable.add_offset = np.float32(5.0)
-        variable.set_auto_maskandscale(False)
-        variable[:] = np.arange(-10, 10, dtype="i2") * 37
-    return path
 
 
 @pytest.mark.parametrize("fmt", V2_FORMATS)

@@ -444,3 +444,62 @@ def test_byte_string_arrays_concatenate_through_xarray() -> None:
     assert joined["c"].shape == (8, 6) and joined["c"].dtype == np.dtype("S1")
     with pytest.raises(VirtualArrayAccessError):
         first.astype("S2")
+
+
+# -- rectilinear chunk grids ----------------------------------------------------------------
+
+
+def test_unequal_lengths_that_tile_their_chunks_join_rectilinearly() -> None:
+    january, february, march = (
+        virtual(A, (31, 6), (31, 3)),
+        virtual(B, (28, 6), (28, 3)),
+        virtual("file:///data/c.nc", (31, 6), (31, 3)),
+    )
+    joined = np.concatenate([january, february, march])
+    assert joined.shape == (90, 6)
+    assert joined.chunk_grid == ((31, 28, 31), 3)
+    assert joined.chunk_sizes == ((31, 28, 31), (3, 3))
+    assert joined.manifest.shape_chunk_grid == (3, 2)
+    assert joined.manifest[1, 1] == ChunkEntry(B, 1000, 24)
+    document = joined.metadata.to_dict()["chunk_grid"]
+    assert document["name"] == "rectilinear"
+    with pytest.raises(ValueError, match="rectilinear"):
+        _ = joined.chunk_shape
+
+
+def test_different_chunk_lengths_along_the_axis_join() -> None:
+    joined = np.concatenate([virtual(A, (4, 6), (2, 3)), virtual(B, (3, 6), (1, 3))])
+    assert joined.chunk_grid == ((2, 2, 1, 1, 1), 3)
+    # the last array may end in a partial chunk: its edge reaches past the end
+    tail = np.concatenate([virtual(A, (4, 6), (4, 3)), virtual(B, (3, 6), (2, 3))])
+    assert tail.chunk_grid == ((4, 2, 2), 3)
+    assert tail.chunk_sizes == ((4, 2, 1), (3, 3))
+
+
+def test_equal_chunk_lengths_stay_regular() -> None:
+    joined = np.concatenate([virtual(A, (4, 6), (2, 3)), virtual(B, (3, 6), (2, 3))])
+    assert joined.chunk_grid == (2, 3)
+    assert joined.metadata.to_dict()["chunk_grid"]["name"] == "regular"
+
+
+def test_rectilinear_arrays_join_index_and_compare() -> None:
+    first = np.concatenate([virtual(A, (3, 6), (3, 3)), virtual(B, (2, 6), (2, 3))])
+    again = np.concatenate([first, virtual("file:///data/c.nc", (4, 6), (4, 3))])
+    assert again.chunk_grid == ((3, 2, 4), 3)
+    # whole chunks select; the selection keeps the edges it spans
+    middle = again[3:5]
+    assert middle.chunk_grid == (2, 3) and middle.manifest[0, 0] == ChunkEntry(B, 0, 24)
+    assert again[3:9].chunk_grid == ((2, 4), 3)
+    with pytest.raises(VirtualArrayAccessError, match="slice 1:5"):
+        _ = again[1:5]
+    equal = again == again.copy()
+    assert equal.shape == again.shape and bool(equal.all())
+    assert np.stack([again, again]).chunk_grid == (1, (3, 2, 4), 3)
+    assert np.expand_dims(again, 0).chunk_grid == (1, (3, 2, 4), 3)
+
+
+def test_rectilinear_other_axes_must_agree() -> None:
+    first = np.concatenate([virtual(A, (3, 6), (3, 3)), virtual(B, (2, 6), (2, 3))])
+    second = np.concatenate([virtual(A, (2, 6), (2, 3)), virtual(B, (3, 6), (3, 3))])
+    with pytest.raises(ConcatenationError, match="chunk shape on axis 0"):
+        np.concatenate([first, second], axis=1)

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 from obstore.store import LocalStore
-from oracle import local_registry
+from oracle import local_registry, read_through_manifest_store, without_nczarr_attributes
 
 import virtualize as vz
 from virtualize.errors import UnauthorizedLocationError, VirtualArrayAccessError
@@ -149,13 +149,15 @@ def test_virtual_datasets_concatenate_and_read_back(tmp_path: Path) -> None:
     xr.testing.assert_identical(virtual, expected)
 
 
-def test_to_manifest_group_refuses_loaded_variables(netcdf_file: Path) -> None:
-    vds = vz.open_virtual_dataset(netcdf_file, registry=local_registry(netcdf_file))
-    with pytest.raises(VirtualArrayAccessError, match="time"):
-        vds.virtualize.to_manifest_group()
-    group = vds.drop_vars(["time", "lat", "lon"]).virtualize.to_manifest_group()
-    assert isinstance(group, ManifestGroup) and set(group.arrays) == {
-        "air",
-        "station_height",
-        "elevation",
-    }
+def test_to_manifest_store_inlines_loaded_variables(netcdf_file: Path) -> None:
+    registry = local_registry(netcdf_file)
+    vds = vz.open_virtual_dataset(netcdf_file, registry=registry)
+    group = vds.virtualize.to_manifest_group()
+    assert isinstance(group, ManifestGroup)
+    assert set(group.arrays) == {"air", "station_height", "elevation", "time", "lat", "lon"}
+    time = group.arrays["time"].manifest
+    assert time.nrefs == 0 and time.ninline == time.path_ids.size  # encoded, held inline
+    assert group.arrays["air"].manifest.nrefs > 0
+    got = read_through_manifest_store(vds.virtualize.to_manifest_store(registry))
+    with xr.open_dataset(netcdf_file) as native:
+        xr.testing.assert_identical(got, without_nczarr_attributes(native.load()))

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import InvalidFileError, VirtualArrayAccessError
+from virtualize.errors import InvalidFileError
 from virtualize.manifests import ManifestArray, ManifestGroup
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
@@ -284,26 +284,19 @@ class VirtualizeAccessor:
         return _replace_variables(self._dataset, replacements)
 
     def to_manifest_group(self) -> ManifestGroup:
-        """The dataset as a :class:`~virtualize.ManifestGroup` (every variable must be virtual).
+        """The dataset as a :class:`~virtualize.ManifestGroup`.
 
         Dimension names and attributes come from the xarray variables, so renames and
-        attribute edits made with xarray are kept.
-
-        Raises
-        ------
-        VirtualArrayAccessError
-            If a variable holds loaded values rather than references.
+        attribute edits made with xarray are kept. Loaded variables (coordinates, usually)
+        are encoded as xarray's ``to_zarr`` would and held inline.
         """
-        from virtualize.writers.common import plan_write
+        from virtualize.writers.common import inline_loaded_variables, plan_write
 
         plan = plan_write(self._dataset)
-        if plan.loaded.variables:
-            raise VirtualArrayAccessError(
-                f"variables {sorted(map(str, plan.loaded.variables))} are loaded in memory, "
-                "not references",
-                hint="Open with loadable_variables=[] or drop them before building a store",
-            )
-        return ManifestGroup(plan.virtual, attributes=plan.attributes)
+        inlined, loaded_attributes = inline_loaded_variables(plan.loaded)
+        return ManifestGroup(
+            {**inlined, **plan.virtual}, attributes={**loaded_attributes, **plan.attributes}
+        )
 
     def to_icechunk(
         self,

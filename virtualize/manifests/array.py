@@ -9,6 +9,15 @@ import numpy as np
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from virtualize.errors import VirtualArrayAccessError
+from virtualize.manifests.grid import (
+    ChunkGrid,
+    check_axis,
+    chunk_grid_of,
+    chunk_sizes,
+    grid_document,
+    grid_shape,
+    is_regular,
+)
 from virtualize.manifests.manifest import ChunkManifest
 
 __all__ = ["ManifestArray"]
@@ -37,25 +46,33 @@ class ManifestArray:
     Parameters
     ----------
     metadata
-        The zarr v3 metadata of the array (shape, data type, regular chunk grid, codecs,
-        fill value, attributes, dimension names).
+        The zarr v3 metadata of the array (shape, data type, chunk grid, codecs, fill value,
+        attributes, dimension names). The chunk grid is regular, or rectilinear along axes
+        where files of unequal length were joined.
     manifest
         Where each chunk's bytes are; its grid must match the metadata's chunk grid.
     """
 
-    __slots__ = ("_manifest", "_metadata")
+    __slots__ = ("_grid", "_manifest", "_metadata")
 
     def __init__(self, metadata: ArrayV3Metadata, manifest: ChunkManifest) -> None:
-        grid = _grid_shape(metadata.shape, _chunk_shape(metadata))
-        if manifest.shape_chunk_grid != grid:
-            from virtualize.errors import ManifestError
+        from virtualize.errors import ManifestError
 
+        chunk_grid = chunk_grid_of(metadata)
+        try:
+            for axis, length in zip(chunk_grid, metadata.shape, strict=True):
+                check_axis(axis, int(length))
+        except ValueError as error:
+            raise ManifestError(f"{error} (array of shape {metadata.shape})") from None
+        grid = grid_shape(metadata.shape, chunk_grid)
+        if manifest.shape_chunk_grid != grid:
             raise ManifestError(
                 f"manifest grid {manifest.shape_chunk_grid} does not match the chunk grid "
                 f"{grid} of an array of shape {metadata.shape}"
             )
         self._metadata = metadata
         self._manifest = manifest
+        self._grid = chunk_grid
 
     # -- array attributes ---------------------------------------------------------------------
 
@@ -89,8 +106,25 @@ class ManifestArray:
     # dask-like chunked array and looks for a chunk manager to load it.
     @property
     def chunk_shape(self) -> tuple[int, ...]:
-        """The chunk shape (regular grid)."""
-        return _chunk_shape(self._metadata)
+        """The chunk shape of a regular grid (see :attr:`chunk_grid` for rectilinear ones)."""
+        if not is_regular(self._grid):
+            raise ValueError(
+                f"a rectilinear chunk grid {self._grid} has no single chunk shape; "
+                "use chunk_grid or chunk_sizes"
+            )
+        return self._grid  # type: ignore[return-value]
+
+    @property
+    def chunk_grid(self) -> ChunkGrid:
+        """Per axis, the regular chunk length (``int``) or the tuple of chunk lengths of a
+        rectilinear axis."""
+        return self._grid
+
+    @property
+    def chunk_sizes(self) -> tuple[tuple[int, ...], ...]:
+        """Per axis, how many elements of the array each chunk holds (like dask's ``chunks``;
+        the last chunk of an axis may be partial)."""
+        return chunk_sizes(self.shape, self._grid)
 
     @property
     def nbytes(self) -> int:
@@ -106,7 +140,7 @@ class ManifestArray:
 
     def __repr__(self) -> str:
         return (
-            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={self.chunk_shape}, "
+            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={_describe(self._grid)}, "
             f"nrefs={self._manifest.nrefs}>"
         )
 
@@ -148,7 +182,7 @@ class ManifestArray:
         if self.shape != other.shape:
             return np.zeros(np.broadcast_shapes(self.shape, other.shape), dtype=bool)
         if (
-            self.chunk_shape != other.chunk_shape
+            self.chunk_grid != other.chunk_grid
             or self.dtype != other.dtype
             or self._metadata.codecs != other._metadata.codecs
             or not _same_fill_value(self._metadata.fill_value, other._metadata.fill_value)
@@ -157,9 +191,9 @@ class ManifestArray:
             return np.zeros(self.shape, dtype=bool)
         by_chunk = self._manifest.elementwise_equal(other._manifest)
         expanded = by_chunk
-        for axis, chunk in enumerate(self.chunk_shape):
-            expanded = np.repeat(expanded, chunk, axis=axis)
-        return expanded[tuple(slice(0, n) for n in self.shape)]
+        for axis, sizes in enumerate(self.chunk_sizes):
+            expanded = np.repeat(expanded, sizes, axis=axis)
+        return expanded
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -211,8 +245,8 @@ class ManifestArray:
     # -- helpers for the array API module -----------------------------------------------------
 
     def with_metadata(self, **changes: Any) -> ArrayV3Metadata:
-        """A copy of the metadata with ``shape``, ``chunk_shape``, ``dimension_names`` or
-        ``attributes`` replaced."""
+        """A copy of the metadata with ``shape``, ``chunk_shape``, ``chunk_grid``,
+        ``dimension_names`` or ``attributes`` replaced."""
         return replace_metadata(self._metadata, **changes)
 
 
@@ -234,16 +268,16 @@ def _same_fill_value(first: Any, second: Any) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _chunk_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:
-    grid = metadata.chunk_grid
-    shape = getattr(grid, "chunk_shape", None)
-    if shape is None:
-        raise TypeError(f"only regular chunk grids are supported, got {grid!r}")
-    return tuple(int(n) for n in shape)
-
-
-def _grid_shape(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(-(-int(n) // int(c)) if c else 0 for n, c in zip(shape, chunks, strict=True))
+def _describe(grid: ChunkGrid) -> str:
+    """A chunk grid in a few characters: ``(10, 5)``, or ``([31, 28, ...], 5)``."""
+    parts = []
+    for axis in grid:
+        if isinstance(axis, int):
+            parts.append(str(axis))
+        else:
+            shown = ", ".join(map(str, axis[:3])) + (", ..." if len(axis) > 3 else "")
+            parts.append(f"[{shown}]")
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 def replace_metadata(metadata: ArrayV3Metadata, **changes: Any) -> ArrayV3Metadata:
@@ -254,17 +288,23 @@ def replace_metadata(metadata: ArrayV3Metadata, **changes: Any) -> ArrayV3Metada
     metadata
         The metadata to copy.
     **changes
-        Any of ``shape``, ``chunk_shape``, ``dimension_names``, ``attributes``,
+        Any of ``shape``, ``chunk_shape`` (a regular grid), ``chunk_grid`` (per axis an
+        ``int`` or a tuple of chunk lengths), ``dimension_names``, ``attributes``,
         ``fill_value``.
     """
     document = metadata.to_dict()
+    shape = [int(n) for n in metadata.shape]
     if "shape" in changes:
-        document["shape"] = list(changes.pop("shape"))
+        shape = [int(n) for n in changes.pop("shape")]
+        document["shape"] = list(shape)
+        if "chunk_grid" not in changes and "chunk_shape" not in changes:
+            # a rectilinear document spells out edges, which depend on the shape
+            changes["chunk_grid"] = chunk_grid_of(metadata)
     if "chunk_shape" in changes:
-        document["chunk_grid"] = {
-            "name": "regular",
-            "configuration": {"chunk_shape": list(changes.pop("chunk_shape"))},
-        }
+        changes["chunk_grid"] = tuple(int(c) for c in changes.pop("chunk_shape"))
+    grid = tuple(changes.pop("chunk_grid")) if "chunk_grid" in changes else None
+    if grid is not None:
+        document["chunk_grid"] = grid_document(grid, shape)
     if "dimension_names" in changes:
         names = changes.pop("dimension_names")
         document["dimension_names"] = list(names) if names is not None else None

@@ -8,16 +8,23 @@ or CF packing raise :class:`~virtualize.errors.ConcatenationError` naming both s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
 from virtualize.errors import ConcatenationError, VirtualArrayAccessError
 from virtualize.manifests.array import ManifestArray, implements
+from virtualize.manifests.grid import (
+    AxisGrid,
+    ChunkGrid,
+    axis_edges,
+    regularize,
+    tiles_exactly,
+)
 from virtualize.manifests.manifest import concatenate_manifests, stack_manifests
 
-__all__ = ["check_combinable"]
+__all__ = ["JoinedGrid", "check_combinable", "concatenate_metadata"]
 
 #: Attributes that change how stored numbers decode; they must agree to join arrays.
 #: ``units`` and ``calendar`` included: times stored as "days since <each file's start>"
@@ -67,8 +74,12 @@ def check_combinable(arrays: Sequence[ManifestArray], *, axis: int | None = None
         problems = []
         if other.dtype != first.dtype:
             problems.append(f"dtype {first.dtype} vs {other.dtype}")
-        if other.chunk_shape != first.chunk_shape:
-            problems.append(f"chunk shape {first.chunk_shape} vs {other.chunk_shape}")
+        if other.ndim == first.ndim:
+            for dim, (a, b) in enumerate(zip(first.chunk_grid, other.chunk_grid, strict=True)):
+                if dim != axis and a != b:
+                    problems.append(
+                        f"chunk shape on axis {dim}: {_axis_text(a)} vs {_axis_text(b)}"
+                    )
         if other.metadata.codecs != first.metadata.codecs:
             problems.append(
                 f"codecs {_codec_names(first)} vs {_codec_names(other)}"
@@ -98,6 +109,12 @@ def check_combinable(arrays: Sequence[ManifestArray], *, axis: int | None = None
                     "keep them in separate datasets or re-encode one side"
                 ),
             )
+
+
+def _axis_text(axis: AxisGrid) -> str:
+    if isinstance(axis, int):
+        return str(axis)
+    return str(list(axis)) if len(axis) <= 4 else str(list(axis[:3]))[:-1] + ", ...]"
 
 
 def _codec_names(array: ManifestArray) -> list[str]:
@@ -134,20 +151,59 @@ def concatenate(arrays: Sequence[Any], /, axis: int | None = 0) -> ManifestArray
         return virtual[0]
     first = virtual[0]
     axis = normalize_axis_index(axis, first.ndim)
-    check_combinable(virtual, axis=axis)
-    chunk = first.chunk_shape[axis]
-    for position, array in enumerate(virtual[:-1]):
-        if array.shape[axis] % chunk:
-            raise ConcatenationError(
-                f"cannot concatenate {_describe(array)} (length {array.shape[axis]} on axis "
-                f"{axis}) before {_describe(virtual[position + 1])}: with chunks of {chunk} its "
-                "last chunk is partial, so the result has no regular chunk grid",
-                hint="Only the last array along the axis may end in a partial chunk",
-            )
+    joined = concatenate_metadata(virtual, axis)
     manifest = concatenate_manifests([a.manifest for a in virtual], axis)
-    shape = list(first.shape)
-    shape[axis] = sum(a.shape[axis] for a in virtual)
-    return ManifestArray(first.with_metadata(shape=tuple(shape)), manifest)
+    metadata = first.with_metadata(shape=joined.shape, chunk_grid=joined.grid)
+    return ManifestArray(metadata, manifest)
+
+
+class JoinedGrid(NamedTuple):
+    """The shape and chunk grid of arrays joined along an axis."""
+
+    shape: tuple[int, ...]
+    grid: ChunkGrid
+
+
+def concatenate_metadata(arrays: Sequence[ManifestArray], axis: int) -> JoinedGrid:
+    """Check that ``arrays`` can be joined end to end along ``axis`` and return the joined
+    shape and chunk grid (rectilinear along ``axis`` where their lengths or chunks differ).
+
+    Raises
+    ------
+    ConcatenationError
+        The arrays decode differently, or one that is not last ends in a partial chunk.
+    """
+    check_combinable(arrays, axis=axis)
+    for position, array in enumerate(arrays[:-1]):
+        if not tiles_exactly(array.chunk_grid[axis], array.shape[axis]):
+            raise ConcatenationError(
+                f"its length {array.shape[axis]} on axis {axis} ends in a partial chunk (chunks "
+                f"of {_axis_text(array.chunk_grid[axis])}), stored padded to a full chunk, so "
+                f"{_describe(arrays[position + 1])} cannot follow it",
+                url=array.manifest.urls[-1] if array.manifest.urls else None,
+                hint=(
+                    "Only the last file along the axis may end in a partial chunk; files whose "
+                    "length is a whole number of their chunks (or contiguous ones) can be "
+                    "joined in any order"
+                ),
+            )
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    grid = list(arrays[0].chunk_grid)
+    grid[axis] = _joined_axis(arrays, axis)
+    return JoinedGrid(tuple(shape), regularize(tuple(grid), shape))
+
+
+def _joined_axis(arrays: Sequence[ManifestArray], axis: int) -> AxisGrid:
+    """The chunk lengths along ``axis`` of the arrays joined end to end: regular if they all
+    share one chunk length and tile it (bar the last), else their edges in order."""
+    lengths = {a.chunk_grid[axis] for a in arrays}
+    if len(lengths) == 1 and isinstance(first := next(iter(lengths)), int):
+        return first
+    edges: list[int] = []
+    for array in arrays:
+        edges.extend(axis_edges(array.chunk_grid[axis], array.shape[axis]))
+    return tuple(edges)
 
 
 @implements(np.stack)
@@ -159,10 +215,10 @@ def stack(arrays: Sequence[Any], /, axis: int = 0) -> ManifestArray:
     check_combinable(virtual, axis=None)
     manifest = stack_manifests([a.manifest for a in virtual], axis)
     shape = (*first.shape[:axis], len(virtual), *first.shape[axis:])
-    chunks = (*first.chunk_shape[:axis], 1, *first.chunk_shape[axis:])
+    chunks = (*first.chunk_grid[:axis], 1, *first.chunk_grid[axis:])
     names = first.metadata.dimension_names
     new_names = (*names[:axis], None, *names[axis:]) if names else None
-    metadata = first.with_metadata(shape=shape, chunk_shape=chunks, dimension_names=new_names)
+    metadata = first.with_metadata(shape=shape, chunk_grid=chunks, dimension_names=new_names)
     return ManifestArray(metadata, manifest)
 
 
@@ -175,18 +231,18 @@ def expand_dims(array: ManifestArray, /, axis: int | tuple[int, ...]) -> Manifes
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in expand_dims: {axis}")
     shape = list(array.shape)
-    chunks = list(array.chunk_shape)
+    chunks: list[AxisGrid] = list(array.chunk_grid)
     names = list(array.metadata.dimension_names or [None] * array.ndim)
+    grid = list(array.manifest.shape_chunk_grid)
     for a in axes:
         shape.insert(a, 1)
         chunks.insert(a, 1)
         names.insert(a, None)
-    manifest = array.manifest.reshape_grid(
-        tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
-    )
+        grid.insert(a, 1)
+    manifest = array.manifest.reshape_grid(tuple(grid))
     metadata = array.with_metadata(
         shape=tuple(shape),
-        chunk_shape=tuple(chunks),
+        chunk_grid=tuple(chunks),
         dimension_names=names if any(n is not None for n in names) else None,
     )
     return ManifestArray(metadata, manifest)
@@ -203,19 +259,21 @@ def broadcast_to(array: ManifestArray, /, shape: tuple[int, ...]) -> ManifestArr
         raise ValueError(f"cannot broadcast shape {array.shape} to {shape}")
     lead = len(shape) - array.ndim
     expanded = expand_dims(array, tuple(range(lead))) if lead else array
-    chunks = list(expanded.chunk_shape)
+    chunks: list[AxisGrid] = list(expanded.chunk_grid)
+    grid = list(expanded.manifest.shape_chunk_grid)
     for axis, (old, new) in enumerate(zip(expanded.shape, shape, strict=True)):
         if old == new:
             continue
         if old != 1:
             raise ValueError(f"cannot broadcast shape {array.shape} to {shape}")
-        if chunks[axis] != 1:
+        if chunks[axis] not in (1, (1,)):
             raise VirtualArrayAccessError(
                 f"broadcasting axis {axis} whose chunk holds {chunks[axis]} elements"
             )
-    grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
-    manifest = expanded.manifest.broadcast_grid(grid)
-    return ManifestArray(expanded.with_metadata(shape=shape), manifest)
+        chunks[axis] = 1
+        grid[axis] = new
+    manifest = expanded.manifest.broadcast_grid(tuple(grid))
+    return ManifestArray(expanded.with_metadata(shape=shape, chunk_grid=tuple(chunks)), manifest)
 
 
 @implements(np.result_type)

@@ -8,6 +8,7 @@ import numpy as np
 
 from virtualize.errors import VirtualArrayAccessError
 from virtualize.manifests.array import ManifestArray
+from virtualize.manifests.grid import AxisGrid, axis_edges, regularize
 
 __all__ = ["index_manifest_array"]
 
@@ -40,7 +41,7 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
     items = _normalize_key(key, array.ndim)
     chunk_index: list[Any] = []
     new_shape: list[int] = []
-    new_chunks: list[int] = []
+    new_grid: list[AxisGrid] = []
     old_names = array.metadata.dimension_names
     new_names: list[str | None] = []
     axis = 0
@@ -48,17 +49,22 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
         if item is None:
             chunk_index.append(None)
             new_shape.append(1)
-            new_chunks.append(1)
+            new_grid.append(1)
             new_names.append(None)
             continue
-        length, chunk = array.shape[axis], array.chunk_shape[axis]
+        length, spec = array.shape[axis], array.chunk_grid[axis]
+        edges = np.asarray(axis_edges(spec, length), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(edges)]).tolist()
         if isinstance(item, (int, np.integer)):
             position = int(item) + length if int(item) < 0 else int(item)
             if not 0 <= position < length:
                 raise IndexError(f"index {item} is out of bounds for axis {axis} of size {length}")
-            if chunk != 1:
-                raise _unaligned(axis, f"integer index {item} inside chunks of {chunk} elements")
-            chunk_index.append(position)
+            chunk = int(np.searchsorted(starts, position, side="right")) - 1
+            if edges[chunk] != 1:
+                raise _unaligned(
+                    axis, f"integer index {item} inside a chunk of {edges[chunk]} elements"
+                )
+            chunk_index.append(chunk)
         elif isinstance(item, slice):
             start, stop, step = item.indices(length)
             if step != 1:
@@ -66,13 +72,14 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
             stop = max(stop, start)
             if start == stop:  # an empty selection keeps no chunk, wherever it starts
                 first = last = 0
-            elif start % chunk or (stop % chunk and stop != length):
-                raise _unaligned(axis, f"slice {start}:{stop} with chunks of {chunk}")
+            elif start not in starts or (stop not in starts and stop != length):
+                raise _unaligned(axis, f"slice {start}:{stop} with chunks {_text(spec)}")
             else:
-                first, last = start // chunk, -(-stop // chunk)
+                first = starts.index(start)
+                last = starts.index(stop) if stop in starts else len(edges)
             chunk_index.append(slice(first, last))
             new_shape.append(stop - start)
-            new_chunks.append(chunk)
+            new_grid.append(spec if isinstance(spec, int) else spec[first:last] or spec[:1])
             new_names.append(old_names[axis] if old_names else None)
         else:
             raise _unaligned(axis, f"{type(item).__name__} indexer")
@@ -80,10 +87,14 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
     manifest = array.manifest.subset(tuple(chunk_index))
     metadata = array.with_metadata(
         shape=tuple(new_shape),
-        chunk_shape=tuple(new_chunks),
+        chunk_grid=regularize(tuple(new_grid), new_shape),
         dimension_names=new_names if any(n is not None for n in new_names) else None,
     )
     return ManifestArray(metadata, manifest)
+
+
+def _text(spec: AxisGrid) -> str:
+    return f"of {spec}" if isinstance(spec, int) else str(list(spec))
 
 
 def _unaligned(axis: int, what: str) -> VirtualArrayAccessError:

@@ -45,10 +45,13 @@ from virtualize.manifests import (
     ManifestArray,
     ManifestGroup,
 )
+from virtualize.manifests.grid import chunk_grid_of, grid_shape
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
 __all__ = ["IcechunkParser"]
+
+_GRIDS = ("regular", "rectilinear")
 
 #: ``kinds`` values of ``array_chunk_iterator`` (``icechunk.ChunkType``).
 _NATIVE, _VIRTUAL, _INLINE = 1, 2, 3
@@ -322,10 +325,10 @@ class _Reader:
 
     async def read_array(self, path: str, document: dict[str, Any]) -> ManifestArray:
         grid_document = document.get("chunk_grid")
-        if not isinstance(grid_document, Mapping) or grid_document.get("name") != "regular":
+        if not isinstance(grid_document, Mapping) or grid_document.get("name") not in _GRIDS:
             name = grid_document.get("name") if isinstance(grid_document, Mapping) else None
             raise UnsupportedFeatureError(
-                f"chunk grid {name!r} is not supported (only regular grids)",
+                f"chunk grid {name!r} is not supported (only regular and rectilinear grids)",
                 url=self.repo_url,
                 variable=path,
             )
@@ -338,8 +341,7 @@ class _Reader:
                 variable=path,
                 hint="If a codec is missing, install the package that registers it with zarr",
             ) from error
-        chunks = tuple(int(c) for c in document["chunk_grid"]["configuration"]["chunk_shape"])
-        grid = tuple(-(-int(n) // c) for n, c in zip(metadata.shape, chunks, strict=True))
+        grid = grid_shape(metadata.shape, chunk_grid_of(metadata))
         manifest = await self.read_manifest(path, grid)
         return ManifestArray(metadata, manifest)
 

@@ -51,6 +51,7 @@ from virtualize.errors import (
     UnsupportedFeatureError,
 )
 from virtualize.manifests import MISSING, ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
+from virtualize.manifests.grid import chunk_grid_of, grid_shape
 from virtualize.parsers.attributes import encode_fill_value
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
@@ -430,8 +431,7 @@ class _Parse:
         rows: list[int],
         listing: _Listing,
     ) -> ChunkManifest:
-        chunk_shape = tuple(int(c) for c in metadata.chunk_grid.chunk_shape)  # type: ignore[union-attr]
-        grid = tuple(-(-int(n) // c) for n, c in zip(metadata.shape, chunk_shape, strict=True))
+        grid = grid_shape(metadata.shape, chunk_grid_of(metadata))
         total = int(np.prod(grid, dtype=np.int64))
         start = len(path) + 1 if path else 0
         kept: list[int] = []
@@ -542,10 +542,10 @@ def _v3_metadata(node: _Node, path: str, url: str) -> tuple[ArrayV3Metadata, _Ke
         document.get("chunk_key_encoding") or {"name": "default"}, variable=path, url=url
     )
     grid = document.get("chunk_grid")
-    if not isinstance(grid, Mapping) or grid.get("name") != "regular":
+    if not isinstance(grid, Mapping) or grid.get("name") not in ("regular", "rectilinear"):
         name = grid.get("name") if isinstance(grid, Mapping) else grid
         raise UnsupportedFeatureError(
-            f"chunk grid {name!r} is not supported (only regular grids)",
+            f"chunk grid {name!r} is not supported (only regular and rectilinear grids)",
             url=url,
             variable=path,
         )

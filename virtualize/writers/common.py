@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import xarray as xr
+from zarr.core.metadata.v3 import ArrayV3Metadata
 
-from virtualize.manifests import ManifestArray
+from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray
 from virtualize.manifests.array import replace_metadata
+from virtualize.manifests.grid import chunk_grid_of, grid_shape
 from virtualize.parsers.attributes import to_json_value
 
-__all__ = ["WritePlan", "plan_write"]
+__all__ = ["STORAGE_ENCODING", "WritePlan", "inline_loaded_variables", "plan_write"]
+
+#: Encoding keys of loaded variables that describe how the *source* stored them (chunks,
+#: codecs); the references store them afresh, so only CF encoding is kept.
+STORAGE_ENCODING = frozenset(
+    {
+        "chunks",
+        "preferred_chunks",
+        "compressor",
+        "compressors",
+        "filters",
+        "serializer",
+        "shards",
+        "fill_value",
+        "write_empty_chunks",
+        "object_codec",
+        "zarr_format",
+        "dimension_separator",
+        "chunk_key_encoding",
+    }
+)
 
 
 @dataclass
@@ -66,3 +91,43 @@ def plan_write(dataset: xr.Dataset) -> WritePlan:
     loaded.attrs = {}
     attributes = {str(k): to_json_value(v) for k, v in dataset.attrs.items()}
     return WritePlan(virtual=virtual, loaded=loaded, attributes=attributes)
+
+
+def inline_loaded_variables(loaded: xr.Dataset) -> tuple[dict[str, ManifestArray], dict[str, Any]]:
+    """Encode loaded variables as xarray's ``to_zarr`` does (CF encoding, codecs), in memory,
+    and return them as virtual arrays whose chunks are held inline, plus the group attributes
+    xarray wrote (``coordinates`` that no variable names)."""
+    if not loaded.variables:
+        return {}, {}
+    from zarr.storage import MemoryStore
+
+    clean = loaded.copy()
+    for variable in clean.variables.values():
+        variable.encoding = {
+            k: v for k, v in variable.encoding.items() if k not in STORAGE_ENCODING
+        }
+    contents: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's notes on v3 string types, for example
+        clean.to_zarr(MemoryStore(store_dict=contents), zarr_format=3, consolidated=False)
+    blobs = {key: value.to_bytes() for key, value in contents.items()}
+    root = json.loads(blobs.pop("zarr.json", b"{}"))
+    arrays: dict[str, ManifestArray] = {}
+    for key in sorted(blobs):
+        if not key.endswith("/zarr.json"):
+            continue
+        name = key[: -len("/zarr.json")]
+        metadata = ArrayV3Metadata.from_dict(json.loads(blobs[key]))
+        grid = grid_shape(metadata.shape, chunk_grid_of(metadata))
+        path_ids = np.full(grid, MISSING, dtype=np.uint32)
+        inline: dict[int, bytes] = {}
+        for chunk_key, data in blobs.items():
+            if not chunk_key.startswith(f"{name}/") or chunk_key == key:
+                continue
+            index = metadata.chunk_key_encoding.decode_chunk_key(chunk_key[len(name) + 1 :])
+            path_ids[index] = INLINE
+            inline[int(np.ravel_multi_index(index, grid)) if grid else 0] = data
+        zeros = np.zeros(grid, dtype=np.uint64)
+        manifest = ChunkManifest([], path_ids, zeros, zeros.copy(), inline=inline, validate=False)
+        arrays[name] = ManifestArray(metadata, manifest)
+    return arrays, dict(root.get("attributes", {}))

@@ -12,7 +12,7 @@ a file that changed since fails instead of returning other bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -30,9 +30,10 @@ from virtualize.errors import (
     UnsupportedFeatureError,
     VirtualizeError,
 )
-from virtualize.manifests import ChunkManifest, ManifestArray, SourceInfo
+from virtualize.manifests import INLINE, ChunkManifest, ManifestArray, SourceInfo
 from virtualize.manifests.array import replace_metadata
-from virtualize.manifests.array_api import check_combinable
+from virtualize.manifests.array_api import check_combinable, concatenate_metadata
+from virtualize.manifests.grid import axis_edges, chunk_grid_of, grid_shape
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.writers.common import plan_write
 
@@ -270,7 +271,7 @@ def _write_region(
                 hint="Write the whole array first (mode 'w' or 'a')",
             )
         dims = tuple(str(d) for d in array.metadata.dimension_names or ())
-        chunks = _chunks(old)
+        old_grid = chunk_grid_of(old)
         offset = []
         for axis, dim in enumerate(dims):
             length = array.shape[axis]
@@ -280,18 +281,24 @@ def _write_region(
                     f"the region of {dim!r} holds {stop - start} elements, the data {length}",
                     variable=name,
                 )
-            if start % chunks[axis] or (stop % chunks[axis] and stop != old.shape[axis]):
+            edges = axis_edges(old_grid[axis], old.shape[axis])
+            starts = np.concatenate([[0], np.cumsum(edges, dtype=np.int64)]).tolist()
+            aligned = start in starts and (stop in starts or stop == old.shape[axis])
+            first = starts.index(start) if aligned else 0
+            last = starts.index(stop) if stop in starts else len(edges)
+            if not aligned or axis_edges(array.chunk_grid[axis], length) != edges[first:last]:
                 raise ConcatenationError(
-                    f"the region {start}:{stop} of {dim!r} does not start and end on chunk "
-                    f"boundaries (chunks of {chunks[axis]})",
+                    f"the region {start}:{stop} of {dim!r} must start and end on chunk "
+                    "boundaries of the array in the repository, and the data must be chunked "
+                    "like it there",
                     variable=name,
                     hint="Only whole chunks can be replaced by references",
                 )
-            offset.append(start // chunks[axis])
-        previous = ManifestArray(old, ChunkManifest.empty(_grid(old.shape, chunks)))
+            offset.append(first)
+        empty = ChunkManifest.empty(grid_shape(old.shape, old_grid))
+        previous = ManifestArray(old, empty)
         like_old = ManifestArray(
-            replace_metadata(array.metadata, shape=tuple(old.shape)),
-            ChunkManifest.empty(_grid(old.shape, chunks)),
+            replace_metadata(array.metadata, shape=tuple(old.shape), chunk_grid=old_grid), empty
         )
         check_combinable([previous, like_old], axis=None)
         _set_references(store, f"{prefix}{name}", array.manifest, tuple(offset), validate)
@@ -343,21 +350,19 @@ def _append_array(
     if append_dim not in dims:
         return  # a variable without the append dimension is already there
     axis = dims.index(append_dim)
-    previous = ManifestArray(old, ChunkManifest.empty(_grid(old.shape, _chunks(old))))
-    check_combinable([previous, array], axis=axis)
-    chunk = _chunks(old)[axis]
-    if old.shape[axis] % chunk:
+    previous = ManifestArray(old, ChunkManifest.empty(grid_shape(old.shape, chunk_grid_of(old))))
+    try:
+        joined = concatenate_metadata([previous, array], axis)
+    except ConcatenationError as error:
         raise ConcatenationError(
-            f"cannot append to {name!r}: its length {old.shape[axis]} along {append_dim!r} "
-            f"is not a whole number of chunks of {chunk}",
+            f"cannot append to {name!r} along {append_dim!r}: {error.reason}",
+            url=error.url,
             variable=name,
-            hint="Appending to a partial last chunk needs a rectilinear chunk grid",
-        )
-    shape = list(old.shape)
-    shape[axis] += array.shape[axis]
-    _set_metadata(store, path, replace_metadata(old, shape=tuple(shape)))
+            hint=error.hint,
+        ) from None
+    _set_metadata(store, path, replace_metadata(old, shape=joined.shape, chunk_grid=joined.grid))
     offset = [0] * array.ndim
-    offset[axis] = old.shape[axis] // chunk
+    offset[axis] = previous.manifest.shape_chunk_grid[axis]
     _set_references(store, path, array.manifest, tuple(offset), validate)
 
 
@@ -381,10 +386,8 @@ def _set_references(
     ids = manifest.path_ids
     # Containers are checked once per url here, not once per reference inside Icechunk.
     prefixes = _container_prefixes(store) if validate else None
-    for url_id, url in enumerate(manifest.urls):
-        mine = ids == url_id
-        if not mine.any():
-            continue
+    for url_id, block in _blocks_by_url(ids):
+        url = manifest.urls[url_id]
         if prefixes is not None and not any(url.startswith(p) for p in prefixes):
             raise UnauthorizedLocationError(
                 "the repository has no virtual chunk container for this location",
@@ -396,7 +399,6 @@ def _set_references(
                     "whose prefix covers it"
                 ),
             )
-        block = _bounding_block(mine)
         block_ids = ids[block]
         if bool((block_ids == url_id).all()):
             locations = [url] * block_ids.size
@@ -433,16 +435,21 @@ def _container_prefixes(store: Any) -> list[str] | None:
     return list(containers) if containers is not None else None
 
 
-def _bounding_block(mask: np.ndarray) -> tuple[slice, ...]:
-    if mask.ndim == 0:
-        return ()
-    where = np.nonzero(mask)
-    return tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
-
-
-def _chunks(metadata: ArrayV3Metadata) -> tuple[int, ...]:
-    return tuple(int(c) for c in metadata.chunk_grid.chunk_shape)  # type: ignore[union-attr]
-
-
-def _grid(shape: Iterable[int], chunks: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(-(-int(n) // c) for n, c in zip(shape, chunks, strict=True))
+def _blocks_by_url(ids: np.ndarray) -> Iterator[tuple[int, tuple[slice, ...]]]:
+    """Each url id with the smallest block of the chunk grid holding its chunks; one sort
+    over the grid, so the work grows with the number of chunks, not chunks times files."""
+    flat = ids.reshape(-1)
+    real = np.flatnonzero(flat < INLINE)
+    if real.size == 0:
+        return
+    order = real[np.argsort(flat[real], kind="stable")]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(flat[order])) + 1])
+    for group in np.split(order, starts[1:]):
+        if ids.ndim == 0:
+            yield int(flat[group[0]]), ()
+            continue
+        where = np.unravel_index(group, ids.shape)
+        yield (
+            int(flat[group[0]]),
+            tuple(slice(int(w.min()), int(w.max()) + 1) for w in where),
+        )

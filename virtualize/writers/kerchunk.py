@@ -42,7 +42,8 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from virtualize.errors import UnsupportedFeatureError, VirtualizeError
 from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray
-from virtualize.writers.common import plan_write
+from virtualize.manifests.grid import is_regular
+from virtualize.writers.common import STORAGE_ENCODING, plan_write
 
 __all__ = ["to_kerchunk"]
 
@@ -50,26 +51,6 @@ KerchunkFormat = Literal["dict", "json", "parquet"]
 
 #: Chunk references rendered per batch when JSON text is assembled.
 _JSON_BATCH = 1 << 16
-
-#: Encoding keys of loaded variables that describe how the *source* stored them (chunks,
-#: codecs); the references store them afresh, so only CF encoding is kept.
-_STORAGE_ENCODING = frozenset(
-    {
-        "chunks",
-        "preferred_chunks",
-        "compressor",
-        "compressors",
-        "filters",
-        "serializer",
-        "shards",
-        "fill_value",
-        "write_empty_chunks",
-        "object_codec",
-        "zarr_format",
-        "dimension_separator",
-        "chunk_key_encoding",
-    }
-)
 
 _V3_TO_NUMCODECS_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -221,6 +202,14 @@ def _layout(dataset: xr.Dataset, *, zarr_format: int, group: str | None) -> _Lay
     _group_documents(metadata, base, attributes, zarr_format)
 
     for name, array in plan.virtual.items():
+        if not is_regular(array.chunk_grid):
+            # fsspec's reference reader and Zarr v2 know regular grids only
+            raise UnsupportedFeatureError(
+                "Kerchunk references need a regular chunk grid; this array joins files of "
+                f"unequal length into a rectilinear one {array.chunk_grid}",
+                variable=name,
+                hint="Write it to Icechunk, or read it through ManifestStore",
+            )
         if zarr_format == 2:
             zarray, zattrs, manifest = _v2_documents(name, array)
             metadata[f"{prefix}{name}/.zarray"] = zarray
@@ -533,7 +522,7 @@ def _encode_loaded(
     clean = loaded.copy()
     for variable in clean.variables.values():
         variable.encoding = {
-            k: v for k, v in variable.encoding.items() if k not in _STORAGE_ENCODING
+            k: v for k, v in variable.encoding.items() if k not in STORAGE_ENCODING
         }
     contents: dict[str, Any] = {}
     with warnings.catch_warnings():

@@ -11,7 +11,12 @@ from virtualize import errors, parsers
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
-from virtualize.xarray import VirtualizeAccessor, open_virtual_dataset, open_virtual_datatree
+from virtualize.xarray import (
+    VirtualizeAccessor,
+    open_virtual_dataset,
+    open_virtual_datatree,
+    open_virtual_mfdataset,
+)
 
 try:
     __version__ = version("virtualize")
@@ -30,5 +35,6 @@ __all__ = [
     "errors",
     "open_virtual_dataset",
     "open_virtual_datatree",
+    "open_virtual_mfdataset",
     "parsers",
 ]

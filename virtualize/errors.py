@@ -13,6 +13,7 @@ __all__ = [
     "FormatDetectionError",
     "InvalidFileError",
     "ManifestError",
+    "NoFilesError",
     "SkippedVariableWarning",
     "UnauthorizedLocationError",
     "UnsupportedFeatureError",
@@ -93,6 +94,10 @@ class FormatDetectionError(VirtualizeError):
 
 class InvalidFileError(VirtualizeError):
     """The file is malformed, truncated, empty, or not of the format its parser reads."""
+
+
+class NoFilesError(VirtualizeError, FileNotFoundError):
+    """A glob or listing matched no files."""
 
 
 class UnsupportedFeatureError(VirtualizeError):

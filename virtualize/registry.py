@@ -220,7 +220,9 @@ class ObjectStoreRegistry:
             self.resolve(url)
 
     @classmethod
-    def for_urls(cls, urls: Iterable[str], *, quiet: bool = False) -> ObjectStoreRegistry:
+    def for_urls(
+        cls, urls: Iterable[str], *, quiet: bool = False, stacklevel: int = 3
+    ) -> ObjectStoreRegistry:
         """Build a registry that authorises exactly the locations of ``urls``.
 
         Local files authorise their folder; ``s3://`` urls their bucket, with credentials and
@@ -232,6 +234,8 @@ class ObjectStoreRegistry:
             The urls (or local paths) about to be opened.
         quiet
             Do not emit the warning that says which locations were registered.
+        stacklevel
+            Where the warning points, as for :func:`warnings.warn`.
         """
         registry = cls()
         for url in urls:
@@ -244,7 +248,7 @@ class ObjectStoreRegistry:
             warnings.warn(
                 f"registry=None: authorised reads under {list(registry.prefixes)}; "
                 "pass an ObjectStoreRegistry to restrict or configure access",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return registry
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Hashable, Iterable, Mapping
-from typing import Any, Literal
+import sys
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import InvalidFileError
+from virtualize.errors import ConcatenationError, InvalidFileError, NoFilesError
 from virtualize.manifests import ManifestArray, ManifestGroup
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
+
+if TYPE_CHECKING:
+    from virtualize.executors import TaskFailure
 
 __all__ = [
     "VirtualizeAccessor",
@@ -21,7 +26,10 @@ __all__ = [
     "construct_virtual_dataset",
     "open_virtual_dataset",
     "open_virtual_datatree",
+    "open_virtual_mfdataset",
 ]
+
+OnError = Literal["raise", "skip", "record"]
 
 
 def open_virtual_dataset(
@@ -77,6 +85,309 @@ def open_virtual_dataset(
         drop_variables=drop,
         decode_times=decode_times,
     )
+
+
+@overload
+def open_virtual_mfdataset(
+    paths: str | os.PathLike[str] | Sequence[Any],
+    *,
+    parser: Any = ...,
+    registry: ObjectStoreRegistry | None = ...,
+    concat_dim: Any = ...,
+    combine: Literal["by_coords", "nested"] = ...,
+    executor: Any = ...,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = ...,
+    data_vars: Any = ...,
+    coords: Any = ...,
+    compat: Any = ...,
+    join: Any = ...,
+    combine_attrs: Any = ...,
+    on_error: Literal["raise", "skip"] = ...,
+    retries: int = ...,
+    progress: bool | Callable[[int, int | None], None] | None = ...,
+    group: str | None = ...,
+    loadable_variables: Iterable[str] | None = ...,
+    drop_variables: Iterable[str] | None = ...,
+    decode_times: bool | None = ...,
+) -> xr.Dataset: ...
+
+
+@overload
+def open_virtual_mfdataset(
+    paths: str | os.PathLike[str] | Sequence[Any],
+    *,
+    parser: Any = ...,
+    registry: ObjectStoreRegistry | None = ...,
+    concat_dim: Any = ...,
+    combine: Literal["by_coords", "nested"] = ...,
+    executor: Any = ...,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = ...,
+    data_vars: Any = ...,
+    coords: Any = ...,
+    compat: Any = ...,
+    join: Any = ...,
+    combine_attrs: Any = ...,
+    on_error: Literal["record"],
+    retries: int = ...,
+    progress: bool | Callable[[int, int | None], None] | None = ...,
+    group: str | None = ...,
+    loadable_variables: Iterable[str] | None = ...,
+    drop_variables: Iterable[str] | None = ...,
+    decode_times: bool | None = ...,
+) -> tuple[xr.Dataset, list[TaskFailure]]: ...
+
+
+def open_virtual_mfdataset(
+    paths: str | os.PathLike[str] | Sequence[Any],
+    *,
+    parser: Any = None,
+    registry: ObjectStoreRegistry | None = None,
+    concat_dim: Any = None,
+    combine: Literal["by_coords", "nested"] = "by_coords",
+    executor: Any = "serial",
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    data_vars: Any = "minimal",
+    coords: Any = "minimal",
+    compat: Any = "override",
+    join: Any = "exact",
+    combine_attrs: Any = "override",
+    on_error: OnError = "raise",
+    retries: int = 2,
+    progress: bool | Callable[[int, int | None], None] | None = None,
+    group: str | None = None,
+    loadable_variables: Iterable[str] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    decode_times: bool | None = None,
+) -> xr.Dataset | tuple[xr.Dataset, list[TaskFailure]]:
+    """Open many files as one virtual dataset: parse them in parallel, combine with xarray.
+
+    Parameters
+    ----------
+    paths
+        A glob (``"data/*.nc"``, ``"s3://bucket/era5/**/*.nc"``, listed through the
+        registry), a list of paths or urls, or for ``combine="nested"`` nested lists of them.
+    parser
+        A parser instance for every file; by default each file's format is detected.
+    registry
+        Where bytes may be read from. By default one is built for the files (or the glob's
+        folder) and a warning says which locations it authorises.
+    concat_dim
+        For ``combine="nested"``: the dimension(s) to concatenate along, one per nesting
+        level (``None`` to merge at that level), as in :func:`xarray.combine_nested`.
+    combine
+        ``"by_coords"`` orders files by their coordinate values
+        (:func:`xarray.combine_by_coords`); ``"nested"`` keeps the order given.
+    executor
+        ``"serial"``, ``"threads"``, ``"processes"``, ``"dask"``, ``"lithops"``, an
+        :class:`~virtualize.executors.Executor` or any :class:`concurrent.futures.Executor`.
+        Executors made from a name are closed afterwards; instances are left to their owner.
+    preprocess
+        Applied to each file's virtual dataset before combining (in this process, so it
+        need not pickle).
+    data_vars, coords, compat, join, combine_attrs
+        Passed to xarray's combine function. The defaults concatenate only what has the
+        concatenation dimension and take everything else from the first file, with no
+        reindexing (virtual arrays cannot be reindexed).
+    on_error
+        What a file that fails to parse does: ``"raise"`` (the default), ``"skip"`` (left
+        out, with one warning for all of them) or ``"record"`` (left out and returned).
+    retries
+        Retries per file for errors that may be transient (I/O, network); malformed files
+        fail at once.
+    progress
+        A progress bar (tqdm) when True, none when False, or a callable
+        ``progress(done, total)``; by default a bar when standard error is a terminal.
+    group, loadable_variables, drop_variables, decode_times
+        As for :func:`open_virtual_dataset`, for every file.
+
+    Returns
+    -------
+    xarray.Dataset or (xarray.Dataset, list of TaskFailure)
+        The combined virtual dataset; with ``on_error="record"`` also the failures, each with
+        the file's url (``item``), the error and the number of attempts.
+
+    Raises
+    ------
+    ConcatenationError
+        Files encode a variable differently (dtype, codecs, fill value, CF packing, units,
+        chunks across the joined dimension); the message lists each encoding and its files.
+    NoFilesError
+        The glob matches nothing, or no file could be opened.
+
+    Examples
+    --------
+    >>> vds = vz.open_virtual_mfdataset("data/2023-*.nc", executor="processes")  # doctest: +SKIP
+    >>> vds, failed = vz.open_virtual_mfdataset(  # doctest: +SKIP
+    ...     "s3://bucket/archive/*.nc", on_error="record", executor="lithops")
+    """
+    from virtualize.executors import resolve_executor
+
+    if combine not in ("by_coords", "nested"):
+        raise ValueError(f"combine must be 'by_coords' or 'nested', not {combine!r}")
+    urls, structure, registry = _expand_paths(paths, registry, nested=combine == "nested")
+    task = functools.partial(
+        _open_for_combine,
+        parser=parser,
+        registry=registry,
+        group=group,
+        loadable_variables=None if loadable_variables is None else list(loadable_variables),
+        drop_variables=list(drop_variables or ()),
+        decode_times=decode_times,
+    )
+    runner, owned = resolve_executor(executor)
+    callback, finish = _progress_callback(progress, len(urls))
+    opened: list[xr.Dataset | None] = [None] * len(urls)
+    try:
+        results = runner.map(task, urls, on_error=on_error, retries=retries, progress=callback)
+        for index, dataset in results:
+            opened[index] = preprocess(dataset) if preprocess is not None else dataset
+        failures = list(results.failures)
+    finally:
+        finish()
+        if owned:
+            runner.close()
+    kept = [i for i, dataset in enumerate(opened) if dataset is not None]
+    if not kept:
+        raise NoFilesError(
+            f"none of the {len(urls)} files could be opened",
+            url=urls[0] if urls else None,
+            hint="Look at the failures (on_error='record') to see why",
+        )
+    datasets = [opened[i] for i in kept]
+    kept_urls = [urls[i] for i in kept]
+    combined = _combine(
+        datasets,  # type: ignore[arg-type]
+        kept_urls,
+        structure=_without_failed(structure, set(kept)) if structure is not None else None,
+        opened=opened,
+        combine=combine,
+        concat_dim=concat_dim,
+        options={
+            "data_vars": data_vars,
+            "coords": coords,
+            "compat": compat,
+            "join": join,
+            "combine_attrs": combine_attrs,
+        },
+    )
+    return (combined, failures) if on_error == "record" else combined
+
+
+def _open_for_combine(
+    url: str,
+    *,
+    parser: Any,
+    registry: ObjectStoreRegistry,
+    group: str | None,
+    loadable_variables: list[str] | None,
+    drop_variables: list[str],
+    decode_times: bool | None,
+) -> xr.Dataset:
+    """One task of :func:`open_virtual_mfdataset`: a url in, a virtual dataset out."""
+    return open_virtual_dataset(
+        url,
+        parser=parser,
+        registry=registry,
+        group=group,
+        loadable_variables=loadable_variables,
+        drop_variables=drop_variables,
+        decode_times=decode_times,
+    )
+
+
+def _expand_paths(
+    paths: Any, registry: ObjectStoreRegistry | None, *, nested: bool
+) -> tuple[list[str], Any, ObjectStoreRegistry]:
+    """The urls to open, their nesting (for ``combine="nested"``) and the registry."""
+    from virtualize.listing import expand_glob, flatten_nested, has_glob, split_glob
+
+    if isinstance(paths, str | os.PathLike):
+        text = os.fspath(paths)
+        if has_glob(text):
+            if registry is None:
+                registry = ObjectStoreRegistry.for_urls([split_glob(text)[0]], stacklevel=4)
+            urls = expand_glob(text, registry)
+        else:
+            urls = [normalize_url(text)]
+        structure: Any = list(range(len(urls))) if nested else None
+    else:
+        flat, structure = flatten_nested(paths)
+        if not nested:
+            if any(isinstance(p, list | tuple) for p in paths):
+                raise ValueError("nested lists of paths need combine='nested'")
+            structure = None
+        urls = [normalize_url(p) for p in flat]
+    if not urls:
+        raise NoFilesError("no files to open", hint="Pass at least one path, url or glob")
+    if registry is None:
+        registry = ObjectStoreRegistry.for_urls(urls, stacklevel=4)
+    else:
+        registry.check(urls)
+    return urls, structure, registry
+
+
+def _without_failed(structure: Any, kept: set[int]) -> Any:
+    if isinstance(structure, list):
+        children = [_without_failed(child, kept) for child in structure]
+        return [child for child in children if child != []]
+    return structure if structure in kept else []
+
+
+def _combine(
+    datasets: list[xr.Dataset],
+    urls: list[str],
+    *,
+    structure: Any,
+    opened: list[xr.Dataset | None],
+    combine: str,
+    concat_dim: Any,
+    options: dict[str, Any],
+) -> xr.Dataset:
+    """Combine with xarray's public functions; explain a refusal file by file."""
+    from virtualize.combine import along_dimensions, explain_disagreements
+    from virtualize.listing import unflatten_nested
+
+    try:
+        if combine == "nested":
+            nested = unflatten_nested(structure, opened)
+            return xr.combine_nested(nested, concat_dim=concat_dim, **options)
+        return xr.combine_by_coords(datasets, **options)  # type: ignore[return-value]
+    except ConcatenationError as error:
+        disagreements = explain_disagreements(
+            datasets, urls, along_dimensions(datasets, concat_dim)
+        )
+        if not disagreements:
+            raise
+        names = ", ".join(repr(name) for name, _ in disagreements)
+        details = "\n".join(f"{name}:\n{lines}" for name, lines in disagreements)
+        raise ConcatenationError(
+            f"the files encode {names} in different ways, so joining them would give wrong "
+            f"numbers:\n{details}\n",
+            variable=disagreements[0][0],
+            hint=(
+                "Open each group of files separately (the lists above), or drop or re-encode "
+                "the variable"
+            ),
+        ) from error
+
+
+def _progress_callback(
+    progress: bool | Callable[[int, int | None], None] | None, total: int
+) -> tuple[Callable[[int, int | None], None] | None, Callable[[], None]]:
+    """The callback to hand the executor, and what to call when done."""
+    if callable(progress):
+        return progress, lambda: None
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    if not show:
+        return None, lambda: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="file", desc="parsing")
+
+    def update(done: int, _total: int | None) -> None:
+        bar.update(done - bar.n)
+
+    return update, bar.close
 
 
 def open_virtual_datatree(

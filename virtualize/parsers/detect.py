@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -119,6 +120,21 @@ def _builtin_parsers() -> dict[str, Callable[[], Any]]:
     }
 
 
+@functools.cache
+def _plugin_parsers() -> dict[str, Callable[[], Any]]:
+    """Third-party parsers registered under the ``virtualize.parsers`` entry-point group
+    (looked up once per process: scanning installed distributions takes tens of ms)."""
+    return {
+        entry.name: functools.partial(_build_plugin, entry)
+        for entry in entry_points(group="virtualize.parsers")
+    }
+
+
+def _build_plugin(entry: Any, **options: Any) -> Any:
+    """Import a plugin parser class only when a file needs it, and instantiate it."""
+    return entry.load()(**options)
+
+
 def detect(url: str, registry: ObjectStoreRegistry, **options: Any) -> Any:
     """Return a parser instance for the file at ``url``, chosen from its magic bytes.
 
@@ -133,10 +149,7 @@ def detect(url: str, registry: ObjectStoreRegistry, **options: Any) -> Any:
     """
     url = normalize_url(url)
     name = sniff_format(url, registry)
-    parsers = _builtin_parsers()
-    for entry in entry_points(group="virtualize.parsers"):
-        parsers.setdefault(entry.name, entry.load)
-    factory = parsers.get(name)
+    factory = _builtin_parsers().get(name) or _plugin_parsers().get(name)
     if factory is None:
         raise FormatDetectionError(
             f"the file is {name}, and no parser for {name} is installed yet",

@@ -18,7 +18,7 @@ from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
 if TYPE_CHECKING:
-    from virtualize.executors import TaskFailure
+    from virtualize.executors import Executor, TaskFailure
 
 __all__ = [
     "VirtualizeAccessor",
@@ -234,7 +234,16 @@ def open_virtual_mfdataset(
         drop_variables=list(drop_variables or ()),
         decode_times=decode_times,
     )
-    runner, owned = resolve_executor(executor)
+    runner: Executor
+    if executor == "lithops":
+        from virtualize.executors import LithopsExecutor
+
+        # Every Lithops call starts a process or a function: spread the files over a few
+        # calls per local CPU rather than one call per file.
+        per_call = max(1, -(-len(urls) // (4 * (os.cpu_count() or 1))))
+        runner, owned = LithopsExecutor(items_per_call=per_call), True
+    else:
+        runner, owned = resolve_executor(executor)
     callback, finish = _progress_callback(progress, len(urls))
     opened: list[xr.Dataset | None] = [None] * len(urls)
     try:

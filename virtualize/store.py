@@ -125,11 +125,23 @@ class ManifestStore(Store):
             buffers = node.metadata.to_buffer_dict(default_buffer_prototype())
             document = buffers[_METADATA_KEY].to_bytes()
         else:
-            document = json.dumps(
-                {"zarr_format": 3, "node_type": "group", "attributes": node.attributes},
-                allow_nan=True,
-                default=_json_default,
-            ).encode()
+            content: dict[str, Any] = {
+                "zarr_format": 3,
+                "node_type": "group",
+                "attributes": node.attributes,
+            }
+            if node_path in ("", "/") and not node.groups:
+                # A flat store (most files) also serves its arrays' metadata inline, so that
+                # opening it takes one read instead of a listing and one read per array.
+                content["consolidated_metadata"] = {
+                    "kind": "inline",
+                    "must_understand": False,
+                    "metadata": {
+                        name: json.loads(self._metadata_document(name) or b"{}")
+                        for name in node.arrays
+                    },
+                }
+            document = json.dumps(content, allow_nan=True, default=_json_default).encode()
         self._metadata_cache[node_path] = document
         return document
 

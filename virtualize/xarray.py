@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 import xarray as xr
@@ -503,9 +503,9 @@ def construct_virtual_dataset(
         decode_times=decode_times,
     )
     variables: dict[Hashable, xr.Variable] = {}
-    coordinate_names: set[Hashable] = set(loaded.coords) if loaded is not None else set()
+    coordinate_names: set[Hashable] = set(loaded.coordinates)
     for name, array in arrays.items():
-        if loaded is not None and name in loadable:
+        if name in loaded.variables:
             variables[name] = loaded.variables[name]
             coordinate_names.update(_coordinates_attribute(variables[name].encoding))
             continue
@@ -516,10 +516,18 @@ def construct_virtual_dataset(
             coordinate_names.add(name)
         coordinate_names.update(_coordinates_attribute(attrs))
     coordinate_names &= set(variables)
-    indexes = dict(loaded.xindexes) if loaded is not None else {}
+    # Loaded dimension coordinates get pandas indexes, as xr.open_dataset gives; virtual
+    # ones cannot be indexed.
+    indexed = xr.Coordinates(
+        {
+            name: variables[name]
+            for name in coordinate_names
+            if name in loaded.variables and variables[name].dims == (name,)
+        }
+    )
     coords = xr.Coordinates(
         {name: variables[name] for name in variables if name in coordinate_names},
-        indexes={name: index for name, index in indexes.items() if name in coordinate_names},
+        indexes=dict(indexed.xindexes),
     )
     data_vars = {name: v for name, v in variables.items() if name not in coordinate_names}
     return xr.Dataset(data_vars, coords=coords, attrs=dict(manifest_group.attributes))
@@ -535,9 +543,16 @@ def _coordinates_attribute(attrs: Mapping[str, Any]) -> list[str]:
     return value.split() if isinstance(value, str) else []
 
 
+class _Loaded(NamedTuple):
+    """Decoded variables of a group, and which of them are coordinates."""
+
+    variables: dict[Hashable, xr.Variable]
+    coordinates: set[Hashable]
+
+
 def _load(
     group: ManifestGroup, *, registry: ObjectStoreRegistry, decode_times: bool | None
-) -> xr.Dataset | None:
+) -> _Loaded:
     """Read and decode the arrays of ``group`` as :func:`xarray.open_zarr` would.
 
     Numeric arrays (nearly always: the loaded variables are mostly dimension coordinates) are
@@ -546,25 +561,31 @@ def _load(
     parsing a small file. Anything else goes through ``xr.open_zarr`` itself.
     """
     if not group.arrays:
-        return None
+        return _Loaded({}, set())
     store = ManifestStore(group, registry=registry)
+    decode = decode_times is not False
     if not all(array.dtype.kind in _DIRECTLY_LOADED for array in group.arrays.values()):
         raw = xr.open_zarr(store, consolidated=True, zarr_format=3, chunks=None, decode_cf=False)
-        return xr.decode_cf(raw.load(), decode_times=decode_times is not False)
+        dataset = xr.decode_cf(raw.load(), decode_times=decode)
+        return _Loaded(dict(dataset.variables), set(dataset.coords))
     from xarray.backends.zarr import FillValueCoder
     from zarr.core.sync import sync
 
     names = list(group.arrays)
     values = sync(_read_arrays(store, group, names))
-    variables: dict[Hashable, xr.Variable] = {}
+    raw_variables: dict[Hashable, xr.Variable] = {}
     for name, data in zip(names, values, strict=True):
         metadata = group.arrays[name].metadata
         attrs = dict(metadata.attributes)
         if "_FillValue" in attrs:
             attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], data.dtype)
         dims = tuple(metadata.dimension_names or ())
-        variables[name] = xr.Variable(dims, data, attrs, {"fill_value": metadata.fill_value})
-    return xr.decode_cf(xr.Dataset(variables), decode_times=decode_times is not False)
+        raw_variables[name] = xr.Variable(dims, data, attrs, {"fill_value": metadata.fill_value})
+    decoded, _, coordinates = xr.conventions.decode_cf_variables(
+        raw_variables, {}, decode_times=decode
+    )
+    dimension_coordinates = {name for name, v in decoded.items() if v.dims == (name,)}
+    return _Loaded(dict(decoded), set(coordinates) | dimension_coordinates)
 
 
 #: dtype kinds whose values zarr returns as plain numpy arrays xarray decodes as they are.

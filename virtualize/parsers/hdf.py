@@ -9,6 +9,7 @@ variable and the reason.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import warnings
 from collections.abc import Iterable
@@ -68,7 +69,7 @@ _SCALE_ATTRIBUTES = frozenset({"CLASS", "NAME"})
 _REFERENCE_ATTRIBUTES = frozenset({"DIMENSION_LIST", "REFERENCE_LIST"})
 #: Listed but not read: bookkeeping no reader shows (each h5py attribute read costs ~0.1 ms,
 #: which matters at thousands of files) or object references only the dimension API needs.
-_UNREAD_ATTRIBUTES = (_HIDDEN_ATTRIBUTES - {"_Netcdf4Coordinates"}) | _REFERENCE_ATTRIBUTES
+_UNREAD_ATTRIBUTES = _HIDDEN_ATTRIBUTES | _REFERENCE_ATTRIBUTES
 _DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
 _DEFAULT_MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -298,7 +299,9 @@ class _Context:
 
     # -- attributes ---------------------------------------------------------------------------
 
-    def raw_attributes(self, node: Any, name: str = "") -> dict[str, Any]:
+    def raw_attributes(
+        self, node: Any, name: str = "", unread: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """A node's attributes as h5py reads them, each read once.
 
         Dimension-scale bookkeeping (``DIMENSION_LIST``, ``REFERENCE_LIST``) and netCDF-4's
@@ -308,7 +311,7 @@ class _Context:
         raw: dict[str, Any] = {}
         attrs = node.attrs
         for key in attrs:
-            if key in _UNREAD_ATTRIBUTES:
+            if key in _UNREAD_ATTRIBUTES or key in unread:
                 raw[key] = None
                 continue
             try:
@@ -360,8 +363,8 @@ class _Context:
                 hint=f"Pass drop_variables=[{name!r}] to open the rest of the file",
             )
         shape = tuple(int(n) for n in shape)
-        raw = self.raw_attributes(dset, name)
-        is_scale = raw.get("CLASS") == b"DIMENSION_SCALE" and h5py.h5ds.is_scale(dset.id)
+        is_scale = bool(h5py.h5ds.is_scale(dset.id))
+        raw = self.raw_attributes(dset, name, _SCALE_ATTRIBUTES if is_scale else frozenset())
         dims = self.dimension_names(dset, raw, name, shape, is_scale, phony)
         plist = dset.id.get_create_plist()
         external = plist.get_external_count() > 0
@@ -633,8 +636,8 @@ class _Context:
         if not shape:
             return ()
         if is_scale:
-            coordinates = raw.get("_Netcdf4Coordinates")
-            if coordinates is not None and len(shape) > 1:
+            coordinates = dset.attrs.get("_Netcdf4Coordinates") if len(shape) > 1 else None
+            if coordinates is not None:
                 ids = self._netcdf_dimension_ids()
                 return tuple(ids.get(int(i), f"phony_dim_{int(i)}") for i in coordinates)
             if len(shape) == 1:
@@ -863,6 +866,52 @@ def _metadata(
     codecs: list[Any],
     attributes: dict[str, Any] | None = None,
     dimension_names: tuple[str, ...] | None = None,
+) -> ArrayV3Metadata:
+    """Zarr v3 metadata, shared between arrays that describe themselves identically.
+
+    The files of an archive repeat the same variables; building ``ArrayV3Metadata`` (codec
+    validation and all) costs more than reading a small dataset's chunk index, and the
+    objects are immutable, so equal descriptions share one.
+    """
+    try:
+        key = json.dumps(
+            [
+                shape,
+                chunks,
+                repr(data_type),
+                repr(fill_value),
+                [codec.to_dict() for codec in codecs],
+                attributes,
+                dimension_names,
+            ],
+            default=repr,
+        )
+    except (TypeError, ValueError):
+        return _build_metadata(
+            shape, chunks, data_type, fill_value, codecs, attributes, dimension_names
+        )
+    cached = _METADATA_CACHE.get(key)
+    if cached is None:
+        if len(_METADATA_CACHE) >= _METADATA_CACHE_SIZE:
+            _METADATA_CACHE.clear()
+        cached = _METADATA_CACHE[key] = _build_metadata(
+            shape, chunks, data_type, fill_value, codecs, attributes, dimension_names
+        )
+    return cached
+
+
+_METADATA_CACHE: dict[str, ArrayV3Metadata] = {}
+_METADATA_CACHE_SIZE = 1024
+
+
+def _build_metadata(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    data_type: Any,
+    fill_value: Any,
+    codecs: list[Any],
+    attributes: dict[str, Any] | None,
+    dimension_names: tuple[str, ...] | None,
 ) -> ArrayV3Metadata:
     return ArrayV3Metadata(
         shape=shape,

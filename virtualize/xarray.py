@@ -12,7 +12,8 @@ import numpy as np
 import xarray as xr
 
 from virtualize.errors import ConcatenationError, InvalidFileError, NoFilesError
-from virtualize.manifests import ManifestArray, ManifestGroup
+from virtualize.manifests import MISSING, ManifestArray, ManifestGroup
+from virtualize.manifests.grid import is_regular
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
@@ -571,10 +572,13 @@ def _load(
     from xarray.backends.zarr import FillValueCoder
     from zarr.core.sync import sync
 
-    names = list(group.arrays)
-    values = sync(_read_arrays(store, group, names))
+    plain = _read_plain_arrays(group, registry)
+    names = [name for name in group.arrays if name not in plain]
+    values = dict(zip(names, sync(_read_arrays(store, group, names)), strict=True)) if names else {}
+    values.update(plain)
     raw_variables: dict[Hashable, xr.Variable] = {}
-    for name, data in zip(names, values, strict=True):
+    for name in group.arrays:
+        data = values[name]
         metadata = group.arrays[name].metadata
         attrs = dict(metadata.attributes)
         if "_FillValue" in attrs:
@@ -590,6 +594,74 @@ def _load(
 
 #: dtype kinds whose values zarr returns as plain numpy arrays xarray decodes as they are.
 _DIRECTLY_LOADED = frozenset("biufcmM")
+
+
+def _read_plain_arrays(
+    group: ManifestGroup, registry: ObjectStoreRegistry
+) -> dict[str, np.ndarray]:
+    """The arrays of ``group`` whose chunks are all stored as plain bytes (no compression, no
+    filters: how netCDF and HDF5 usually store coordinates), read with one ranged request per
+    file and laid out with numpy. Others are left to zarr."""
+    import obstore
+    from zarr.codecs import BytesCodec
+
+    wanted: dict[str, tuple[ManifestArray, np.dtype[Any]]] = {}
+    for name, array in group.arrays.items():
+        codecs = array.metadata.codecs
+        manifest = array.manifest
+        if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+            continue
+        if manifest.inline or bool((manifest.path_ids == MISSING).any()):
+            continue
+        if array.size == 0 or not is_regular(array.chunk_grid):
+            continue
+        endian = str(codecs[0].endian)
+        order: Literal["<", ">", "="] = (
+            "<" if endian == "little" else ">" if endian == "big" else "="
+        )
+        wanted[name] = (array, array.dtype.newbyteorder(order))
+    requests: dict[str, list[tuple[str, int, int, int]]] = {}
+    for name, (array, _) in wanted.items():
+        manifest = array.manifest
+        for flat, (path_id, offset, length) in enumerate(
+            zip(
+                manifest.path_ids.ravel().tolist(),
+                manifest.offsets.ravel().tolist(),
+                manifest.lengths.ravel().tolist(),
+                strict=True,
+            )
+        ):
+            requests.setdefault(manifest.urls[path_id], []).append((name, flat, offset, length))
+    chunks: dict[tuple[str, int], bytes] = {}
+    for url, wanted_ranges in requests.items():
+        store, path = registry.resolve(url)
+        buffers = obstore.get_ranges(
+            store,
+            path,
+            starts=[offset for _, _, offset, _ in wanted_ranges],
+            lengths=[length for _, _, _, length in wanted_ranges],
+        )
+        for (name, flat, _, _), buffer in zip(wanted_ranges, buffers, strict=True):
+            chunks[(name, flat)] = bytes(buffer)
+    out: dict[str, np.ndarray] = {}
+    for name, (array, stored) in wanted.items():
+        chunk_shape = array.chunk_shape
+        grid = array.manifest.shape_chunk_grid
+        full = np.empty([g * c for g, c in zip(grid, chunk_shape, strict=True)], dtype=stored)
+        expected = int(np.prod(chunk_shape)) * stored.itemsize
+        for flat in range(int(np.prod(grid))):
+            data = chunks[(name, flat)]
+            if len(data) != expected:  # not what a plain chunk of this shape holds
+                break
+            position = np.unravel_index(flat, grid) if grid else ()
+            where = tuple(
+                slice(p * c, (p + 1) * c) for p, c in zip(position, chunk_shape, strict=True)
+            )
+            full[where] = np.frombuffer(data, dtype=stored).reshape(chunk_shape)
+        else:
+            values = full[tuple(slice(0, n) for n in array.shape)]
+            out[name] = values.astype(array.dtype, copy=False)
+    return out
 
 
 async def _read_arrays(store: ManifestStore, group: ManifestGroup, names: list[str]) -> Any:

@@ -63,6 +63,8 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/parse_corpus.py
 	$(BENCH_VENV)/bin/python benchmarks/icechunk_write.py
 	$(BENCH_VENV)/bin/python benchmarks/kerchunk_write.py
+	$(BENCH_VENV)/bin/python benchmarks/mfdataset.py
+	$(BENCH_VENV)/bin/python benchmarks/combine_scaling.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

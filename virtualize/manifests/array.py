@@ -53,7 +53,7 @@ class ManifestArray:
         Where each chunk's bytes are; its grid must match the metadata's chunk grid.
     """
 
-    __slots__ = ("_grid", "_manifest", "_metadata")
+    __slots__ = ("_dtype", "_grid", "_manifest", "_metadata", "_shape")
 
     def __init__(self, metadata: ArrayV3Metadata, manifest: ChunkManifest) -> None:
         from virtualize.errors import ManifestError
@@ -73,6 +73,9 @@ class ManifestArray:
         self._metadata = metadata
         self._manifest = manifest
         self._grid = chunk_grid
+        # xarray asks for these constantly (tens of thousands of times in one combine)
+        self._shape = tuple(int(n) for n in metadata.shape)
+        self._dtype: np.dtype[Any] = np.dtype(metadata.data_type.to_native_dtype())
 
     # -- array attributes ---------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class ManifestArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(int(n) for n in self._metadata.shape)
+        return self._shape
 
     @property
     def ndim(self) -> int:
@@ -100,7 +103,7 @@ class ManifestArray:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return np.dtype(self._metadata.data_type.to_native_dtype())
+        return self._dtype
 
     # Deliberately not called ``chunks``: xarray treats any duck array with ``.chunks`` as a
     # dask-like chunked array and looks for a chunk manager to load it.

@@ -106,9 +106,13 @@ class ProcessExecutor(Executor):
         if self._pool is not None and self._broken:
             self._release()
         if self._pool is None:
-            # No forkserver preload: in CPython it sets the one process-wide forkserver's
-            # module list, whatever the context, so it would change other users' workers.
             context = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":
+                # Workers then fork from a server that imported virtualize once instead of
+                # each importing it (about a second each, more than parsing hundreds of small
+                # files). CPython keeps one forkserver per process, so other users' workers
+                # start with virtualize imported too: memory, not behaviour.
+                context.set_forkserver_preload(["__main__", "virtualize"])
             self._pool = ProcessPoolExecutor(self.max_workers, mp_context=context)
             self._broken = False
         return _ProcessDispatch(self, self._pool, self.max_workers)

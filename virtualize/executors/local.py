@@ -63,7 +63,10 @@ class ProcessExecutor(Executor):
 
     Processes parallelise CPU-bound parsing, including h5py's. Workers start with
     ``forkserver`` (or ``spawn`` where there is none): ``fork`` copies the locks of h5py's and
-    icechunk's threads in whatever state they are and deadlocks, so it is refused.
+    icechunk's threads in whatever state they are and deadlocks, so it is refused. With
+    ``forkserver``, the server imports virtualize once and workers fork from it ready to
+    parse; CPython has one forkserver per process, so its other users' workers get
+    virtualize imported too.
 
     If a worker dies, the tasks in flight fail with
     :class:`~concurrent.futures.process.BrokenProcessPool`, handled by ``on_error`` like any

@@ -884,7 +884,7 @@ def _metadata(
                 attributes,
                 dimension_names,
             ],
-            default=repr,
+            default=_exact_key,
         )
     except (TypeError, ValueError):
         return _build_metadata(
@@ -898,6 +898,13 @@ def _metadata(
             shape, chunks, data_type, fill_value, codecs, attributes, dimension_names
         )
     return cached
+
+
+def _exact_key(value: Any) -> Any:
+    """A cache-key form of a value JSON lacks; arrays in full (their repr abbreviates)."""
+    if isinstance(value, np.ndarray):
+        return [str(value.dtype), value.tolist()]
+    return repr(value)
 
 
 _METADATA_CACHE: dict[str, ArrayV3Metadata] = {}

@@ -17,7 +17,13 @@ from virtualize.manifests.array import replace_metadata
 from virtualize.manifests.grid import chunk_grid_of, grid_shape
 from virtualize.parsers.attributes import to_json_value
 
-__all__ = ["STORAGE_ENCODING", "WritePlan", "inline_loaded_variables", "plan_write"]
+__all__ = [
+    "STORAGE_ENCODING",
+    "WritePlan",
+    "encode_loaded",
+    "inline_loaded_variables",
+    "plan_write",
+]
 
 #: Encoding keys of loaded variables that describe how the *source* stored them (chunks,
 #: codecs); the references store them afresh, so only CF encoding is kept.
@@ -93,12 +99,9 @@ def plan_write(dataset: xr.Dataset) -> WritePlan:
     return WritePlan(virtual=virtual, loaded=loaded, attributes=attributes)
 
 
-def inline_loaded_variables(loaded: xr.Dataset) -> tuple[dict[str, ManifestArray], dict[str, Any]]:
-    """Encode loaded variables as xarray's ``to_zarr`` does (CF encoding, codecs), in memory,
-    and return them as virtual arrays whose chunks are held inline, plus the group attributes
-    xarray wrote (``coordinates`` that no variable names)."""
-    if not loaded.variables:
-        return {}, {}
+def encode_loaded(loaded: xr.Dataset, zarr_format: int) -> dict[str, bytes]:
+    """The store contents xarray's ``to_zarr`` writes for ``loaded``, in memory: CF encoding
+    and codecs as ``to_zarr`` chooses them; encodings of the source's storage are dropped."""
     from zarr.storage import MemoryStore
 
     clean = loaded.copy()
@@ -109,8 +112,22 @@ def inline_loaded_variables(loaded: xr.Dataset) -> tuple[dict[str, ManifestArray
     contents: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's notes on v3 string types, for example
-        clean.to_zarr(MemoryStore(store_dict=contents), zarr_format=3, consolidated=False)
-    blobs = {key: value.to_bytes() for key, value in contents.items()}
+        clean.to_zarr(
+            MemoryStore(store_dict=contents),
+            zarr_format=zarr_format,
+            consolidated=False,
+            mode="w",
+        )
+    return {key: value.to_bytes() for key, value in contents.items()}
+
+
+def inline_loaded_variables(loaded: xr.Dataset) -> tuple[dict[str, ManifestArray], dict[str, Any]]:
+    """Encode loaded variables as xarray's ``to_zarr`` does (CF encoding, codecs), in memory,
+    and return them as virtual arrays whose chunks are held inline, plus the group attributes
+    xarray wrote (``coordinates`` that no variable names)."""
+    if not loaded.variables:
+        return {}, {}
+    blobs = encode_loaded(loaded, 3)
     root = json.loads(blobs.pop("zarr.json", b"{}"))
     arrays: dict[str, ManifestArray] = {}
     for key in sorted(blobs):

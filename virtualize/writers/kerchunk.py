@@ -43,7 +43,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 from virtualize.errors import UnsupportedFeatureError, VirtualizeError
 from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray
 from virtualize.manifests.grid import is_regular
-from virtualize.writers.common import STORAGE_ENCODING, plan_write
+from virtualize.writers.common import encode_loaded, plan_write
 
 __all__ = ["to_kerchunk"]
 
@@ -517,23 +517,7 @@ def _encode_loaded(
     wrote (``coordinates`` of coordinates no variable names)."""
     if not loaded.variables:
         return {}, [], {}
-    from zarr.storage import MemoryStore
-
-    clean = loaded.copy()
-    for variable in clean.variables.values():
-        variable.encoding = {
-            k: v for k, v in variable.encoding.items() if k not in STORAGE_ENCODING
-        }
-    contents: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr's notes on v3 string types, for example
-        clean.to_zarr(
-            MemoryStore(store_dict=contents),
-            zarr_format=zarr_format,
-            consolidated=False,
-            mode="w",
-        )
-    blobs = {key: value.to_bytes() for key, value in contents.items()}
+    blobs = encode_loaded(loaded, zarr_format)
     metadata_name = ".zarray" if zarr_format == 2 else "zarr.json"
     root_name = ".zattrs" if zarr_format == 2 else "zarr.json"
     root = json.loads(blobs.pop(root_name, b"{}"))

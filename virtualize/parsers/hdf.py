@@ -9,14 +9,12 @@ variable and the reason.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
-from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from virtualize.codecs.hdf5_filters import NoDecoderError, filter_codecs, filters_of
 from virtualize.errors import (
@@ -35,43 +33,30 @@ from virtualize.manifests import (
     SourceInfo,
 )
 from virtualize.manifests.manifest import merge_url_tables
-from virtualize.parsers.attributes import (
-    PACKING_ATTRIBUTES,
-    encode_fill_value,
-    packing_codec,
-    to_json_value,
+from virtualize.parsers.hdf_common import (
+    DEFAULT_MAX_CHUNK_BYTES,
+    DIMENSION_ONLY,
+    SCALE_ATTRIBUTES,
+    UNREAD_ATTRIBUTES,
+    PhonyDimensions,
+    StoredLayout,
+    array_metadata,
+    assemble_array,
+    chunk_counts,
+    contiguous_chunks,
+    json_attributes,
 )
 from virtualize.parsers.hdf_index import (
     ChunkIndex,
     IndexFormatError,
     read_v1_btree_chunk_index,
 )
-from virtualize.parsers.hdf_types import TypePlan, plan_type, zarr_data_type
+from virtualize.parsers.hdf_types import TypePlan, plan_type
 from virtualize.parsers.inline import encode_chunks, inline_manifest
 from virtualize.registry import ObjectStoreRegistry, normalize_url, sibling_url
 from virtualize.store import ManifestStore
 
 __all__ = ["HDFParser"]
-
-#: Attributes netCDF and HDF5 keep for themselves; netCDF readers never show them.
-_HIDDEN_ATTRIBUTES = frozenset(
-    {
-        "DIMENSION_LIST",
-        "_Netcdf4Dimid",
-        "_Netcdf4Coordinates",
-        "_nc3_strict",
-        "_NCProperties",
-        "_SuperblockVersion",
-        "_IsNetcdf4",
-    }
-)
-_SCALE_ATTRIBUTES = frozenset({"CLASS", "NAME"})
-_REFERENCE_ATTRIBUTES = frozenset({"DIMENSION_LIST", "REFERENCE_LIST"})
-#: Listed but not read: bookkeeping no reader shows (each h5py attribute read costs ~0.1 ms,
-#: which matters at thousands of files) or object references only the dimension API needs.
-_UNREAD_ATTRIBUTES = _HIDDEN_ATTRIBUTES | _REFERENCE_ATTRIBUTES
-_DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
-_DEFAULT_MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 class HDFParser:
@@ -114,7 +99,7 @@ class HDFParser:
         *,
         group: str | None = None,
         drop_variables: Iterable[str] | None = None,
-        max_chunk_bytes: int = _DEFAULT_MAX_CHUNK_BYTES,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         max_inline_bytes: int = 4 * 1024 * 1024,
         max_rewritten_share: float = 0.25,
         max_rewritten_bytes: int = 16 * 1024 * 1024,
@@ -242,7 +227,7 @@ class _Context:
 
         arrays: dict[str, ManifestArray] = {}
         groups: dict[str, ManifestGroup] = {}
-        phony = _PhonyDimensions()
+        phony = PhonyDimensions()
         group_path = (h5group.name or "/").strip("/")
         for name, link, owner in self.members(h5group):
             if isinstance(link, h5py.Dataset):
@@ -267,7 +252,7 @@ class _Context:
                     ) from error
             elif isinstance(link, h5py.Group):
                 groups[name] = owner.parse_group(link)
-        attributes = self.attributes(self.raw_attributes(h5group), is_scale=False)
+        attributes = json_attributes(self.raw_attributes(h5group), is_scale=False)
         return ManifestGroup(arrays, groups, attributes)
 
     def members(self, h5group: Any) -> list[tuple[str, Any, _Context]]:
@@ -311,7 +296,7 @@ class _Context:
         raw: dict[str, Any] = {}
         attrs = node.attrs
         for key in attrs:
-            if key in _UNREAD_ATTRIBUTES or key in unread:
+            if key in UNREAD_ATTRIBUTES or key in unread:
                 raw[key] = None
                 continue
             try:
@@ -324,33 +309,9 @@ class _Context:
                 )
         return raw
 
-    def attributes(
-        self,
-        raw: dict[str, Any],
-        *,
-        is_scale: bool,
-        dtype: np.dtype[Any] | None = None,
-        skip: Iterable[str] = (),
-    ) -> dict[str, Any]:
-        """Attributes in the JSON form xarray reads from zarr (``_FillValue`` encoded)."""
-        result: dict[str, Any] = {}
-        skipped = frozenset(skip)
-        for key, value in raw.items():
-            if key in _HIDDEN_ATTRIBUTES or key in skipped or key in _REFERENCE_ATTRIBUTES:
-                continue
-            if is_scale and key in _SCALE_ATTRIBUTES:
-                continue
-            if key == "_FillValue" and dtype is not None:
-                encoded = encode_fill_value(value, dtype)
-            else:
-                encoded = to_json_value(value)
-            if encoded is not None:
-                result[key] = encoded
-        return result
-
     # -- datasets -----------------------------------------------------------------------------
 
-    def parse_dataset(self, dset: Any, name: str, phony: _PhonyDimensions) -> ManifestArray:
+    def parse_dataset(self, dset: Any, name: str, phony: PhonyDimensions) -> ManifestArray:
         import h5py
         from h5py import h5d
 
@@ -364,7 +325,7 @@ class _Context:
             )
         shape = tuple(int(n) for n in shape)
         is_scale = bool(h5py.h5ds.is_scale(dset.id))
-        raw = self.raw_attributes(dset, name, _SCALE_ATTRIBUTES if is_scale else frozenset())
+        raw = self.raw_attributes(dset, name, SCALE_ATTRIBUTES if is_scale else frozenset())
         dims = self.dimension_names(dset, raw, name, shape, is_scale, phony)
         plist = dset.id.get_create_plist()
         external = plist.get_external_count() > 0
@@ -383,7 +344,7 @@ class _Context:
         elif layout == h5d.CHUNKED:
             chunks = tuple(int(c) for c in dset.chunks)
         elif layout == h5d.CONTIGUOUS and plan.referenceable:
-            chunks = _contiguous_chunks(shape, plan.stored.itemsize, self.parser.max_chunk_bytes)
+            chunks = contiguous_chunks(shape, plan.stored.itemsize, self.parser.max_chunk_bytes)
         else:
             chunks = tuple(max(n, 1) for n in shape)
         why_inline = None
@@ -397,7 +358,7 @@ class _Context:
                 filters = filter_codecs(filters_of(plist), dtype=plan.stored, chunk_shape=chunks)
             except NoDecoderError as error:
                 why_inline = str(error)
-        storage = _StoredLayout(
+        storage = StoredLayout(
             shape, chunks, plan.data_type, plan.fill_value, [plan.serializer, *filters]
         )
         if external_manifest is not None:
@@ -414,26 +375,7 @@ class _Context:
                 "some of its chunks were never written and its fill value is undefined or its "
                 "fill time is NEVER, so HDF5 itself gives no defined value for them",
             )
-        codecs = [plan.serializer, *filters]
-        data_type = plan.data_type
-        fill_value = plan.fill_value
-        packing = packing_codec(
-            {k: raw[k] for k in PACKING_ATTRIBUTES if raw.get(k) is not None}, plan.stored
-        )
-        if packing is not None:
-            codec, decoded = packing
-            codecs = [codec, *codecs]
-            data_type = zarr_data_type(decoded)
-            fill_value = codec.decode_array(np.array([fill_value], dtype=plan.stored))[0].item()
-        attributes = self.attributes(
-            raw,
-            is_scale=is_scale,
-            dtype=plan.stored,
-            skip=PACKING_ATTRIBUTES if packing is not None else (),
-        )
-        attributes.update(plan.attributes)
-        metadata = _metadata(shape, chunks, data_type, fill_value, codecs, attributes, dims)
-        return ManifestArray(metadata, manifest)
+        return assemble_array(raw, is_scale, plan, shape, chunks, filters, dims, manifest)
 
     def _unsupported(self, name: str, reason: str) -> UnsupportedFeatureError:
         return UnsupportedFeatureError(
@@ -475,9 +417,7 @@ class _Context:
             source = other.file.get(mapping.dset_name)
             if not isinstance(source, h5py.Dataset):
                 raise refuse(f"its source {mapping.dset_name!r} is missing")
-            array = other.parse_dataset(
-                source, f"{name} <- {mapping.dset_name}", _PhonyDimensions()
-            )
+            array = other.parse_dataset(source, f"{name} <- {mapping.dset_name}", PhonyDimensions())
             whole = mapping.src_space.get_select_type() == h5py.h5s.SEL_ALL or (
                 mapping.src_space.get_select_npoints() == array.size
             )
@@ -510,7 +450,7 @@ class _Context:
                 ends_inside = offset + length < shape[axis]
                 if offset % chunk or (ends_inside and length % chunk):
                     raise refuse("a source is not placed on chunk boundaries")
-        grid = _grid(shape, chunks)
+        grid = chunk_counts(shape, chunks)
         urls, sources, translated = merge_url_tables([a.manifest for _, a in placed])
         path_ids = np.full(grid, MISSING, dtype=np.uint32)
         offsets = np.zeros(grid, dtype=np.uint64)
@@ -537,8 +477,8 @@ class _Context:
             if unwritten and not _same_value(array.metadata.fill_value, raw_fill):
                 raise refuse("a source has unwritten chunks whose fill value differs from its own")
         manifest = ChunkManifest(urls, path_ids, offsets, lengths, inline=inline, sources=sources)
-        attributes = self.attributes(raw, is_scale=is_scale, dtype=first.dtype)
-        metadata = _metadata(
+        attributes = json_attributes(raw, is_scale=is_scale, dtype=first.dtype)
+        metadata = array_metadata(
             shape,
             chunks,
             first.metadata.data_type,
@@ -608,11 +548,11 @@ class _Context:
         )
 
     def _materialize(
-        self, dset: Any, name: str, plan: TypePlan, storage: _StoredLayout, why: str
+        self, dset: Any, name: str, plan: TypePlan, storage: StoredLayout, why: str
     ) -> ChunkManifest:
         """Read the whole dataset with h5py and hold it inline, encoded with ``storage``."""
         shape = storage.shape
-        grid = _grid(shape, storage.chunks)
+        grid = chunk_counts(shape, storage.chunks)
         if any(n == 0 for n in shape):
             return ChunkManifest.empty(grid)
         size = plan.estimate_nbytes(dset, limit=self.parser.max_inline_bytes)
@@ -631,7 +571,7 @@ class _Context:
         name: str,
         shape: tuple[int, ...],
         is_scale: bool,
-        phony: _PhonyDimensions,
+        phony: PhonyDimensions,
     ) -> tuple[str, ...]:
         if not shape:
             return ()
@@ -686,10 +626,10 @@ class _Context:
     # -- layouts ------------------------------------------------------------------------------
 
     def _chunked_manifest(
-        self, dset: Any, name: str, plan: TypePlan, storage: _StoredLayout
+        self, dset: Any, name: str, plan: TypePlan, storage: StoredLayout
     ) -> ChunkManifest:
         shape, chunks = storage.shape, storage.chunks
-        grid = _grid(shape, chunks)
+        grid = chunk_counts(shape, chunks)
         path_ids = np.full(grid, MISSING, dtype=np.uint32)
         offsets = np.zeros(grid, dtype=np.uint64)
         lengths = np.zeros(grid, dtype=np.uint64)
@@ -735,13 +675,13 @@ class _Context:
         dset: Any,
         name: str,
         plan: TypePlan,
-        storage: _StoredLayout,
+        storage: StoredLayout,
         positions: np.ndarray,
     ) -> dict[int, bytes]:
         """Chunks stored with some filters skipped can't share the array's codecs: read them
         decoded with h5py and re-encode them with the array's codecs, inline."""
         shape, chunks = storage.shape, storage.chunks
-        grid = _grid(shape, chunks)
+        grid = chunk_counts(shape, chunks)
         count = len(positions)
         total = int(np.prod(grid, dtype=np.int64))
         chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * plan.stored.itemsize
@@ -803,10 +743,10 @@ class _Context:
         )
 
     def _contiguous_manifest(
-        self, dset: Any, storage: _StoredLayout, dtype: np.dtype[Any]
+        self, dset: Any, storage: StoredLayout, dtype: np.dtype[Any]
     ) -> ChunkManifest:
         shape, chunks = storage.shape, storage.chunks
-        grid = _grid(shape, chunks)
+        grid = chunk_counts(shape, chunks)
         offset = dset.id.get_offset()
         if offset is None or any(n == 0 for n in shape):
             return ChunkManifest.empty(grid)
@@ -826,116 +766,6 @@ def _same_value(first: Any, second: Any) -> bool:
     return bool(np.array_equal(a, b))
 
 
-class _StoredLayout:
-    """How a dataset's bytes are stored: shape, chunks and the codecs that decode them.
-
-    Its zarr metadata is built only when chunks must be encoded (inline or rewritten ones):
-    building ``ArrayV3Metadata`` costs more than parsing a small dataset's chunk index.
-    """
-
-    __slots__ = ("_metadata", "chunks", "codecs", "data_type", "fill_value", "shape")
-
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        chunks: tuple[int, ...],
-        data_type: Any,
-        fill_value: Any,
-        codecs: list[Any],
-    ) -> None:
-        self.shape = tuple(int(n) for n in shape)
-        self.chunks = tuple(int(c) for c in chunks)
-        self.data_type = data_type
-        self.fill_value = fill_value
-        self.codecs = codecs
-        self._metadata: ArrayV3Metadata | None = None
-
-    def metadata(self) -> ArrayV3Metadata:
-        if self._metadata is None:
-            self._metadata = _metadata(
-                self.shape, self.chunks, self.data_type, self.fill_value, self.codecs
-            )
-        return self._metadata
-
-
-def _metadata(
-    shape: tuple[int, ...],
-    chunks: tuple[int, ...],
-    data_type: Any,
-    fill_value: Any,
-    codecs: list[Any],
-    attributes: dict[str, Any] | None = None,
-    dimension_names: tuple[str, ...] | None = None,
-) -> ArrayV3Metadata:
-    """Zarr v3 metadata, shared between arrays that describe themselves identically.
-
-    The files of an archive repeat the same variables; building ``ArrayV3Metadata`` (codec
-    validation and all) costs more than reading a small dataset's chunk index, and the
-    objects are immutable, so equal descriptions share one.
-    """
-    try:
-        key = json.dumps(
-            [
-                shape,
-                chunks,
-                repr(data_type),
-                repr(fill_value),
-                [codec.to_dict() for codec in codecs],
-                attributes,
-                dimension_names,
-            ],
-            default=_exact_key,
-        )
-    except (TypeError, ValueError):
-        return _build_metadata(
-            shape, chunks, data_type, fill_value, codecs, attributes, dimension_names
-        )
-    cached = _METADATA_CACHE.get(key)
-    if cached is None:
-        if len(_METADATA_CACHE) >= _METADATA_CACHE_SIZE:
-            _METADATA_CACHE.clear()
-        cached = _METADATA_CACHE[key] = _build_metadata(
-            shape, chunks, data_type, fill_value, codecs, attributes, dimension_names
-        )
-    return cached
-
-
-def _exact_key(value: Any) -> Any:
-    """A cache-key form of a value JSON lacks; arrays in full (their repr abbreviates)."""
-    if isinstance(value, np.ndarray):
-        return [str(value.dtype), value.tolist()]
-    return repr(value)
-
-
-_METADATA_CACHE: dict[str, ArrayV3Metadata] = {}
-_METADATA_CACHE_SIZE = 1024
-
-
-def _build_metadata(
-    shape: tuple[int, ...],
-    chunks: tuple[int, ...],
-    data_type: Any,
-    fill_value: Any,
-    codecs: list[Any],
-    attributes: dict[str, Any] | None,
-    dimension_names: tuple[str, ...] | None,
-) -> ArrayV3Metadata:
-    return ArrayV3Metadata(
-        shape=shape,
-        data_type=data_type,
-        chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
-        chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
-        fill_value=fill_value,
-        codecs=codecs,
-        attributes=attributes or {},
-        dimension_names=dimension_names,
-    )
-
-
-def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
-
-
 def _object_address(node: Any) -> int:
     """Where an object's header is (relative to the superblock).
 
@@ -950,7 +780,7 @@ def _object_address(node: Any) -> int:
 
 def _is_dimension_only(dset: Any) -> bool:
     value = dset.attrs.get("NAME") if "NAME" in dset.attrs else None
-    return isinstance(value, bytes | np.bytes_) and bytes(value).startswith(_DIMENSION_ONLY)
+    return isinstance(value, bytes | np.bytes_) and bytes(value).startswith(DIMENSION_ONLY)
 
 
 def _fill_value(dset: Any, dtype: np.dtype[Any]) -> tuple[Any, bool]:
@@ -975,50 +805,3 @@ def _fill_value(dset: Any, dtype: np.dtype[Any]) -> tuple[Any, bool]:
     if value is None:
         return 0, defined
     return np.asarray(value, dtype=dtype).reshape(()).item(), defined
-
-
-def _contiguous_chunks(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> tuple[int, ...]:
-    """Rows per chunk for a contiguous dataset: a divisor of the first axis, so every chunk is
-    a whole byte range, close to ``max_bytes`` (one chunk if no divisor is reasonable)."""
-    whole = tuple(max(n, 1) for n in shape)
-    if not shape or shape[0] <= 1:
-        return whole
-    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
-    total = row_bytes * shape[0]
-    if total <= max_bytes or row_bytes == 0:
-        return whole
-    best = 1
-    limit = max(max_bytes // max(row_bytes, 1), 1)
-    for rows in range(min(limit, shape[0]), 0, -1):
-        if shape[0] % rows == 0:
-            best = rows
-            break
-    if best * row_bytes < max_bytes // 16:
-        return whole
-    return (best, *whole[1:])
-
-
-class _PhonyDimensions:
-    """Names for axes without a dimension scale, the way netCDF and h5netcdf (``sort``) do:
-    within a group, an axis reuses a phony dimension of its length not yet used by the same
-    variable, or gets a new one."""
-
-    def __init__(self) -> None:
-        self._by_length: dict[int, list[str]] = {}
-        self._count = 0
-
-    def fill(self, names: list[str | None], shape: tuple[int, ...]) -> tuple[str, ...]:
-        used: set[str] = set()
-        result = []
-        for name, length in zip(names, shape, strict=True):
-            if name is None:
-                candidates = [n for n in self._by_length.get(length, []) if n not in used]
-                if candidates:
-                    name = candidates[0]
-                else:
-                    name = f"phony_dim_{self._count}"
-                    self._count += 1
-                    self._by_length.setdefault(length, []).append(name)
-            used.add(name)
-            result.append(name)
-        return tuple(result)

@@ -248,6 +248,39 @@ def test_files_packed_differently_are_refused_with_the_groups(tmp_path: Path) ->
     assert "\ntas:\n" in message and "\npr:\n" not in message and "\norog:\n" not in message
 
 
+def test_files_packed_differently_are_grouped_on_request(tmp_path: Path) -> None:
+    # the packing changes on day 2 and changes back on day 5
+    scales = [0.01, 0.01, 0.02, 0.02, 0.02, 0.01]
+    files = [write_day(tmp_path, day, scale_factor=s) for day, s in enumerate(scales)]
+    parts = vz.open_virtual_mfdataset(
+        str(tmp_path / "day*.nc"),
+        registry=registry_for(tmp_path),
+        progress=False,
+        group_by_encoding=True,
+    )
+    assert [len(part.time) for part in parts] == [3, 3]
+    assert [part.encoding["source_files"] for part in parts] == [
+        [files[i].resolve().as_uri() for i in (0, 1, 5)],
+        [files[i].resolve().as_uri() for i in (2, 3, 4)],
+    ]
+    for part in parts:
+        virtual = read_through_manifest_store(
+            part.virtualize.to_manifest_store(registry_for(tmp_path))
+        )
+        native = xr.open_mfdataset(
+            [Path(url.removeprefix("file://")) for url in part.encoding["source_files"]],
+            combine="by_coords",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+        ).load()
+        xr.testing.assert_identical(virtual, native)
+    with pytest.raises(ValueError, match="by_coords"):
+        vz.open_virtual_mfdataset(
+            files, combine="nested", concat_dim="time", group_by_encoding=True
+        )
+
+
 def test_progress_is_reported_per_file(archive: Path) -> None:
     calls: list[tuple[int, int | None]] = []
     vz.open_virtual_mfdataset(

@@ -16,7 +16,7 @@ import xarray as xr
 from virtualize.manifests import ManifestArray
 from virtualize.manifests.array_api import DECODING_ATTRIBUTES
 
-__all__ = ["encoding_groups", "explain_disagreements"]
+__all__ = ["encoding_groups", "explain_disagreements", "partition_by_encoding"]
 
 #: Files named per group in a message; the rest are counted.
 _SHOWN_FILES = 3
@@ -58,6 +58,21 @@ def encoding_groups(
         key = json.dumps(signature, sort_keys=True)
         groups.setdefault(key, (signature, []))[1].append(url)
     return sorted(groups.values(), key=lambda group: -len(group[1]))
+
+
+def partition_by_encoding(datasets: Sequence[xr.Dataset], along: set[str]) -> list[list[int]]:
+    """Indices of ``datasets`` split into runs that encode every virtual variable the same
+    way (each group in order of its first file, files in their own order)."""
+    groups: dict[str, list[int]] = {}
+    for position, dataset in enumerate(datasets):
+        signature = {}
+        for name, variable in dataset.variables.items():
+            if isinstance(variable.data, ManifestArray):
+                fixed = [axis for axis, dim in enumerate(variable.dims) if dim not in along]
+                signature[str(name)] = _signature(variable.data, fixed)
+        key = json.dumps(signature, sort_keys=True)
+        groups.setdefault(key, []).append(position)
+    return list(groups.values())
 
 
 def explain_disagreements(

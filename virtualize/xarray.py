@@ -110,6 +110,7 @@ def open_virtual_mfdataset(
     loadable_variables: Iterable[str] | None = ...,
     drop_variables: Iterable[str] | None = ...,
     decode_times: bool | None = ...,
+    group_by_encoding: Literal[False] = ...,
 ) -> xr.Dataset: ...
 
 
@@ -135,7 +136,60 @@ def open_virtual_mfdataset(
     loadable_variables: Iterable[str] | None = ...,
     drop_variables: Iterable[str] | None = ...,
     decode_times: bool | None = ...,
+    group_by_encoding: Literal[False] = ...,
 ) -> tuple[xr.Dataset, list[TaskFailure]]: ...
+
+
+@overload
+def open_virtual_mfdataset(
+    paths: str | os.PathLike[str] | Sequence[Any],
+    *,
+    parser: Any = ...,
+    registry: ObjectStoreRegistry | None = ...,
+    concat_dim: Any = ...,
+    combine: Literal["by_coords", "nested"] = ...,
+    executor: Any = ...,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = ...,
+    data_vars: Any = ...,
+    coords: Any = ...,
+    compat: Any = ...,
+    join: Any = ...,
+    combine_attrs: Any = ...,
+    on_error: Literal["raise", "skip"] = ...,
+    retries: int = ...,
+    progress: bool | Callable[[int, int | None], None] | None = ...,
+    group: str | None = ...,
+    loadable_variables: Iterable[str] | None = ...,
+    drop_variables: Iterable[str] | None = ...,
+    decode_times: bool | None = ...,
+    group_by_encoding: Literal[True],
+) -> list[xr.Dataset]: ...
+
+
+@overload
+def open_virtual_mfdataset(
+    paths: str | os.PathLike[str] | Sequence[Any],
+    *,
+    parser: Any = ...,
+    registry: ObjectStoreRegistry | None = ...,
+    concat_dim: Any = ...,
+    combine: Literal["by_coords", "nested"] = ...,
+    executor: Any = ...,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = ...,
+    data_vars: Any = ...,
+    coords: Any = ...,
+    compat: Any = ...,
+    join: Any = ...,
+    combine_attrs: Any = ...,
+    on_error: Literal["record"],
+    retries: int = ...,
+    progress: bool | Callable[[int, int | None], None] | None = ...,
+    group: str | None = ...,
+    loadable_variables: Iterable[str] | None = ...,
+    drop_variables: Iterable[str] | None = ...,
+    decode_times: bool | None = ...,
+    group_by_encoding: Literal[True],
+) -> tuple[list[xr.Dataset], list[TaskFailure]]: ...
 
 
 def open_virtual_mfdataset(
@@ -159,7 +213,8 @@ def open_virtual_mfdataset(
     loadable_variables: Iterable[str] | None = None,
     drop_variables: Iterable[str] | None = None,
     decode_times: bool | None = None,
-) -> xr.Dataset | tuple[xr.Dataset, list[TaskFailure]]:
+    group_by_encoding: bool = False,
+) -> Any:
     """Open many files as one virtual dataset: parse them in parallel, combine with xarray.
 
     Parameters
@@ -200,12 +255,19 @@ def open_virtual_mfdataset(
         ``progress(done, total)``; by default a bar when standard error is a terminal.
     group, loadable_variables, drop_variables, decode_times
         As for :func:`open_virtual_dataset`, for every file.
+    group_by_encoding
+        Files that encode a variable differently (CF packing, codecs, dtype, fill value)
+        can't be joined into one virtual variable. By default that raises
+        :class:`~virtualize.errors.ConcatenationError`; with True the files are split into
+        groups that agree, each combined on its own (``combine="by_coords"`` only).
 
     Returns
     -------
-    xarray.Dataset or (xarray.Dataset, list of TaskFailure)
-        The combined virtual dataset; with ``on_error="record"`` also the failures, each with
-        the file's url (``item``), the error and the number of attempts.
+    xarray.Dataset, list of xarray.Dataset, or either with a list of TaskFailure
+        The combined virtual dataset; with ``group_by_encoding=True`` one per group of
+        files that encode alike, in order of each group's first file, with the group's urls
+        in ``dataset.encoding["source_files"]``. With ``on_error="record"`` also the
+        failures, each with the file's url (``item``), the error and the number of attempts.
 
     Raises
     ------
@@ -225,6 +287,8 @@ def open_virtual_mfdataset(
 
     if combine not in ("by_coords", "nested"):
         raise ValueError(f"combine must be 'by_coords' or 'nested', not {combine!r}")
+    if group_by_encoding and combine != "by_coords":
+        raise ValueError("group_by_encoding needs combine='by_coords'")
     urls, structure, registry = _expand_paths(paths, registry, nested=combine == "nested")
     task = functools.partial(
         _open_for_combine,
@@ -263,24 +327,52 @@ def open_virtual_mfdataset(
             url=urls[0] if urls else None,
             hint="Look at the failures (on_error='record') to see why",
         )
-    datasets = [opened[i] for i in kept]
+    datasets: list[xr.Dataset] = [opened[i] for i in kept]  # type: ignore[misc]
     kept_urls = [urls[i] for i in kept]
-    combined = _combine(
-        datasets,  # type: ignore[arg-type]
-        kept_urls,
-        structure=_without_failed(structure, set(kept)) if structure is not None else None,
-        opened=opened,
-        combine=combine,
-        concat_dim=concat_dim,
-        options={
-            "data_vars": data_vars,
-            "coords": coords,
-            "compat": compat,
-            "join": join,
-            "combine_attrs": combine_attrs,
-        },
-    )
+    options = {
+        "data_vars": data_vars,
+        "coords": coords,
+        "compat": compat,
+        "join": join,
+        "combine_attrs": combine_attrs,
+    }
+    combined: xr.Dataset | list[xr.Dataset]
+    if group_by_encoding:
+        combined = _combine_groups(datasets, kept_urls, concat_dim=concat_dim, options=options)
+    else:
+        combined = _combine(
+            datasets,
+            kept_urls,
+            structure=_without_failed(structure, set(kept)) if structure is not None else None,
+            opened=opened,
+            combine=combine,
+            concat_dim=concat_dim,
+            options=options,
+        )
     return (combined, failures) if on_error == "record" else combined
+
+
+def _combine_groups(
+    datasets: list[xr.Dataset], urls: list[str], *, concat_dim: Any, options: dict[str, Any]
+) -> list[xr.Dataset]:
+    """One combined dataset per group of files that encode every variable alike."""
+    from virtualize.combine import along_dimensions, partition_by_encoding
+
+    combined = []
+    for part in partition_by_encoding(datasets, along_dimensions(datasets, concat_dim)):
+        part_urls = [urls[i] for i in part]
+        dataset = _combine(
+            [datasets[i] for i in part],
+            part_urls,
+            structure=None,
+            opened=[],
+            combine="by_coords",
+            concat_dim=concat_dim,
+            options=options,
+        )
+        dataset.encoding["source_files"] = part_urls
+        combined.append(dataset)
+    return combined
 
 
 def _open_for_combine(
@@ -375,8 +467,8 @@ def _combine(
             f"numbers:\n{details}\n",
             variable=disagreements[0][0],
             hint=(
-                "Open each group of files separately (the lists above), or drop or re-encode "
-                "the variable"
+                "Pass group_by_encoding=True to get one dataset per group of files, open "
+                "each group separately, or drop or re-encode the variable"
             ),
         ) from error
 

@@ -9,19 +9,21 @@ file gives the same arrays whichever reader took it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
-from virtualize.manifests import ChunkManifest, ManifestArray
+from virtualize.errors import InvalidFileError
+from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray, SourceInfo
 from virtualize.parsers.attributes import (
     PACKING_ATTRIBUTES,
     encode_fill_value,
     packing_codec,
     to_json_value,
 )
+from virtualize.parsers.hdf_index import ChunkIndex
 from virtualize.parsers.hdf_types import TypePlan, zarr_data_type
 
 #: Attributes netCDF and HDF5 keep for themselves; netCDF readers never show them.
@@ -261,3 +263,75 @@ def assemble_array(
     attributes.update(plan.attributes)
     metadata = array_metadata(shape, chunks, data_type, fill_value, codecs, attributes, dims)
     return ManifestArray(metadata, manifest)
+
+
+def chunked_manifest(
+    url: str,
+    source: SourceInfo,
+    name: str,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    read_index: Callable[[], ChunkIndex],
+    rewrite_masked: Callable[[np.ndarray], dict[int, bytes]],
+) -> ChunkManifest:
+    """The manifest of a chunked dataset from its chunk index.
+
+    ``rewrite_masked`` gets the grid positions of chunks stored with some filters skipped
+    and returns them re-encoded, keyed by flat grid index, to be held inline.
+    """
+    grid = chunk_counts(shape, chunks)
+    path_ids = np.full(grid, MISSING, dtype=np.uint32)
+    offsets = np.zeros(grid, dtype=np.uint64)
+    lengths = np.zeros(grid, dtype=np.uint64)
+    if not all(n > 0 for n in shape):
+        return ChunkManifest([url], path_ids, offsets, lengths, sources=[source])
+    index = read_index()
+    chunk_array = np.array(chunks, dtype=np.uint64)
+    if (index.coordinates % chunk_array).any():
+        raise InvalidFileError(
+            "its chunk index lists a chunk that does not start on a chunk boundary",
+            url=url,
+            variable=name,
+            hint="The file is corrupt; rewrite it, or drop the variable",
+        )
+    grid_positions = index.coordinates // chunk_array
+    # a shrunk dataset may keep chunks beyond its extent; they are not part of it
+    inside = (grid_positions < np.array(grid, dtype=np.uint64)).all(axis=1)
+    masked = inside & (index.filter_masks != 0)
+    referenced = inside & ~masked
+    positions = tuple(grid_positions[referenced].T.astype(np.intp))
+    path_ids[positions] = 0
+    offsets[positions] = index.addresses[referenced]
+    lengths[positions] = index.sizes[referenced]
+    inline: dict[int, bytes] = {}
+    if masked.any():
+        inline = rewrite_masked(grid_positions[masked])
+        for flat, data in inline.items():
+            position = np.unravel_index(flat, grid)
+            path_ids[position] = INLINE
+            lengths[position] = len(data)
+    return ChunkManifest(
+        [url], path_ids, offsets, lengths, inline=inline, sources=[source], validate=False
+    )
+
+
+def contiguous_manifest(
+    url: str,
+    source: SourceInfo,
+    offset: int | None,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: np.dtype[Any],
+) -> ChunkManifest:
+    """The manifest of a contiguous dataset whose bytes start at file offset ``offset``
+    (None: never written), cut into ``chunks``."""
+    grid = chunk_counts(shape, chunks)
+    if offset is None or any(n == 0 for n in shape):
+        return ChunkManifest.empty(grid)
+    chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * dtype.itemsize
+    count = int(np.prod(grid, dtype=np.int64))
+    offsets = np.uint64(offset) + np.arange(count, dtype=np.uint64) * np.uint64(chunk_bytes)
+    lengths = np.full(count, chunk_bytes, dtype=np.uint64)
+    return ChunkManifest.from_single_url(
+        url, offsets.reshape(grid), lengths.reshape(grid), source=source
+    )

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import obstore
 
-__all__ = ["ChunkIndex", "IndexFormatError", "read_v1_btree_chunk_index"]
+__all__ = ["ChunkIndex", "IndexFormatError", "read_v1_btree", "read_v1_btree_chunk_index"]
 
 _LAYOUT_MESSAGE = 0x0008
 _CONTINUATION_MESSAGE = 0x0010
@@ -131,7 +131,38 @@ def read_v1_btree_chunk_index(
     (btree_address,) = struct.unpack_from("<Q", layout, 3)
     if btree_address == _UNDEFINED:
         return _empty(ndim)
+    return _read_tree(reader, btree_address, ndim)
+
+
+def read_v1_btree(
+    store: Any,
+    path: str,
+    *,
+    btree_address: int | None,
+    base_address: int,
+    file_size: int,
+    ndim: int,
+    read_cached: Callable[[int, int], bytes] | None = None,
+) -> ChunkIndex:
+    """Read the version-1 chunk B-tree whose root is at ``btree_address`` (relative to the
+    base address; None for a dataset with no chunks written).
+
+    The other parameters are those of :func:`read_v1_btree_chunk_index`.
+
+    Raises
+    ------
+    IndexFormatError
+        If the bytes do not parse as the HDF5 format says.
+    """
+    if btree_address is None:
+        return _empty(ndim)
+    reader = _Reader(store, path, base_address, file_size, read_cached)
+    return _read_tree(reader, btree_address, ndim)
+
+
+def _read_tree(reader: _Reader, btree_address: int, ndim: int) -> ChunkIndex:
     index = _walk_btree(reader, btree_address, ndim)
+    base_address = reader.base
     # B-tree addresses are relative to the superblock; manifests need file offsets.
     return ChunkIndex(
         index.coordinates,

@@ -214,7 +214,7 @@ def plan_type(
             return _vlen_string_plan(dset, url, name, fill_value)
         if tid.get_size() > 1:
             return _fixed_string_plan(dset, tid, url, name, fill_value, max_scan_bytes)
-        return _numeric_plan(dtype, referenceable=True, fill_value=fill_value, url=url, name=name)
+        return numeric_plan(dtype, referenceable=True, fill_value=fill_value, url=url, name=name)
     if kind == h5t.VLEN:
         raise _unsupported(
             url,
@@ -234,7 +234,7 @@ def plan_type(
         dtype.kind in "biufc" and dtype.subdtype is None
     ):
         standard = _is_standard(tid, dtype)
-        return _numeric_plan(
+        return numeric_plan(
             dtype, referenceable=standard, fill_value=fill_value, url=url, name=name
         )
     what = _CLASS_NAMES.get(kind, f"class {kind}")
@@ -249,7 +249,7 @@ _CLASS_NAMES = {0: "integer", 1: "float", 2: "time", 3: "string", 4: "bitfield",
 # -- numbers ----------------------------------------------------------------------------------
 
 
-def _numeric_plan(
+def numeric_plan(
     dtype: np.dtype[Any], *, referenceable: bool, fill_value: Any, url: str, name: str
 ) -> TypePlan:
     """Numbers, booleans, one-byte strings: the bytes codec in the stored byte order."""
@@ -309,6 +309,9 @@ def _is_standard(tid: Any, dtype: np.dtype[Any]) -> bool:
                 if not _is_standard(tid.get_member_type(index), member_dtype):
                     return False
             return True
+        if kind == h5t.INTEGER and dtype.itemsize == 1:
+            # one byte has no byte order: an 8-bit big-endian type is stored as numpy's
+            return tid.get_size() == 1 and tid.get_precision() == 8 and tid.get_offset() == 0
         return bool(tid.equal(h5t.py_create(np.dtype(dtype.str))))
     except (TypeError, ValueError, KeyError):
         return False

@@ -304,9 +304,11 @@ def test_is_transient() -> None:
 
 
 @slow
-def test_unpicklable_error_is_replaced(process_executor: ProcessExecutor) -> None:
-    results = process_executor.map(unpicklable_error, [5], on_error="record")
-    assert list(results) == []
+def test_unpicklable_error_is_replaced() -> None:
+    # in a worker: this process may have tblib installed (dask does), which pickles more
+    with ProcessExecutor(max_workers=1, work_in_caller=False) as executor:
+        results = executor.map(unpicklable_error, [5], on_error="record")
+        assert list(results) == []
     [failure] = results.failures
     assert type(failure.error) is VirtualizeError
     assert str(failure.error) == "_PickyError: code 7: item 5 is picky"
@@ -386,7 +388,8 @@ def test_process_start_methods(process_executor: ProcessExecutor) -> None:
 
 @slow
 def test_dead_worker_fails_tasks_and_pool_recovers() -> None:
-    with ProcessExecutor(max_workers=1) as executor:
+    # work_in_caller=False: the task that kills its process must not run in this one
+    with ProcessExecutor(max_workers=1, work_in_caller=False) as executor:
         results = executor.map(functools.partial(die_at, 2), range(6), on_error="record")
         values = dict(results)
         assert 2 not in values
@@ -494,3 +497,23 @@ def test_import_does_not_need_dask_or_lithops() -> None:
         "assert 'distributed' not in sys.modules and 'lithops' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def pid_after(seconds: float, x: int) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@slow
+def test_calling_process_works_while_the_pool_starts() -> None:
+    task = functools.partial(pid_after, 0.05)
+    with ProcessExecutor(max_workers=2) as executor:
+        pids = dict(executor.map(task, range(100)))
+    assert sorted(pids) == list(range(100))
+    here = [i for i, pid in pids.items() if pid == os.getpid()]
+    # workers need over half a second to start: the first items ran here meanwhile
+    assert here and here[0] == 0
+    assert len(set(pids.values()) - {os.getpid()}) >= 1
+    with ProcessExecutor(max_workers=2, work_in_caller=False) as executor:
+        pids = dict(executor.map(task, range(10)))
+    assert os.getpid() not in pids.values()

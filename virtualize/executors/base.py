@@ -201,6 +201,9 @@ class Dispatch[H](ABC):
     """
 
     workers: int = 1
+    #: Whether the calling process runs tasks too: all of them while :meth:`started` is
+    #: False (a pool still starting its workers), then whenever no result is waiting.
+    assists: bool = False
 
     @property
     def window(self) -> int:
@@ -225,6 +228,19 @@ class Dispatch[H](ABC):
     def wait(self) -> list[H]:
         """Block until one or more submitted tasks are done; return them (each once)."""
 
+    def poll(self) -> list[H]:
+        """The submitted tasks that are done, without blocking (each once); needed by
+        dispatches that assist."""
+        return []
+
+    def run_here(self, task: Task) -> Outcome:
+        """Run a task in the calling process, as a worker would (dispatches that assist)."""
+        return run_task(task)
+
+    def started(self) -> bool:
+        """Whether the backend is ready for tasks (it is, unless it says otherwise)."""
+        return True
+
     @abstractmethod
     def outcome(self, handle: H) -> Outcome:
         """The outcome of a done task; raises when the backend lost it."""
@@ -246,7 +262,10 @@ class CallbackDispatch[H](Dispatch[H]):
         return handle
 
     def wait(self) -> list[H]:
-        done = [self._done.get()]
+        return [self._done.get(), *self.poll()]
+
+    def poll(self) -> list[H]:
+        done: list[H] = []
         while True:
             try:
                 done.append(self._done.get_nowait())
@@ -392,7 +411,17 @@ class Executor(ABC):
         pending: dict[int, tuple[Any, int, Any]] = {}
         next_index = 0
         exhausted = False
+        assisting = dispatch.assists
         try:
+            while assisting and not exhausted and not dispatch.started():
+                # The backend is still starting: run items here meanwhile.
+                batch = list(islice(items, 1))
+                if not batch:
+                    exhausted = True
+                    break
+                task = make_task(next_index, batch[0])
+                next_index += 1
+                yield from self._settle(dispatch.run_here(task), task.item, run)
             while True:
                 room = dispatch.window - len(pending)
                 if not exhausted and room > 0:
@@ -413,7 +442,17 @@ class Executor(ABC):
                     if exhausted:
                         break
                     continue
-                for handle in dispatch.wait():
+                done = dispatch.poll() if assisting else []
+                if assisting and not done and not exhausted:
+                    # No result is waiting: run the next item here rather than idle.
+                    batch = list(islice(items, 1))
+                    if batch:
+                        task = make_task(next_index, batch[0])
+                        next_index += 1
+                        yield from self._settle(dispatch.run_here(task), task.item, run)
+                        continue
+                    exhausted = True
+                for handle in done or dispatch.wait():
                     _, index, item = pending.pop(id(handle))
                     try:
                         outcome = dispatch.outcome(handle)
@@ -441,7 +480,8 @@ class Executor(ABC):
         if error is None:
             yield outcome.index, outcome.value
             return
-        if outcome.traceback and error.__cause__ is None and error.__traceback__ is None:
+        # (tblib, which dask installs, may carry the traceback itself; the text is kept too)
+        if outcome.traceback and error.__cause__ is None:
             error.__cause__ = _RemoteTraceback(outcome.traceback)
         failure = TaskFailure(outcome.index, item, error, outcome.attempts)
         if run.on_error == "raise":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 from concurrent.futures import Executor as _PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -78,6 +79,13 @@ class ProcessExecutor(Executor):
         The number of processes; by default the number of CPUs.
     start_method
         ``"forkserver"`` or ``"spawn"``; by default ``"forkserver"`` where available.
+    work_in_caller
+        Whether the calling process runs tasks too. Workers take over a second to start
+        (each needs numpy, xarray, zarr, h5py and dask imported): meanwhile the calling
+        process runs tasks itself, and afterwards it runs one whenever no result is
+        waiting, so a small job does not wait for the pool and a large one gains a worker.
+        False keeps every task in a worker, where a crash (a segfault in a native library)
+        breaks the pool rather than the calling process.
 
     Raises
     ------
@@ -85,7 +93,13 @@ class ProcessExecutor(Executor):
         For ``start_method="fork"`` or a method this platform does not have.
     """
 
-    def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        *,
+        work_in_caller: bool = True,
+    ) -> None:
         _check_workers(max_workers)
         available = multiprocessing.get_all_start_methods()
         if start_method is None:
@@ -102,7 +116,9 @@ class ProcessExecutor(Executor):
             )
         self.max_workers = max_workers or os.cpu_count() or 1
         self.start_method = start_method
+        self.work_in_caller = work_in_caller
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: threading.Thread | None = None
         self._broken = False
 
     def _dispatch(self) -> PoolDispatch:
@@ -115,15 +131,46 @@ class ProcessExecutor(Executor):
                 # each importing it (about a second each, more than parsing hundreds of small
                 # files). CPython keeps one forkserver per process, so other users' workers
                 # start with virtualize imported too: memory, not behaviour.
-                context.set_forkserver_preload(["__main__", "virtualize"])
+                context.set_forkserver_preload(["__main__", "virtualize.executors.preload"])
             self._pool = ProcessPoolExecutor(self.max_workers, mp_context=context)
             self._broken = False
-        return _ProcessDispatch(self, self._pool, self.max_workers)
+            if self.work_in_caller:
+                self._warming = threading.Thread(
+                    target=_start_workers,
+                    args=(self._pool, self.max_workers),
+                    name="virtualize-pool-start",
+                    daemon=True,
+                )
+                self._warming.start()
+        return _ProcessDispatch(self, self._pool, self.max_workers, self._warming)
 
     def _release(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        warming, self._warming = self._warming, None
+        if pool is None:
+            return
+        if warming is not None and warming.is_alive():
+            # Every task ran here while the workers started: don't wait for them to finish
+            # starting just to stop them.
+            threading.Thread(
+                target=_stop_after, args=(warming, pool), name="virtualize-pool-stop", daemon=True
+            ).start()
+            return
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start every worker of ``pool`` (each submission starts one while none is idle)."""
+    try:
+        for future in [pool.submit(int) for _ in range(workers)]:
+            future.result()
+    except Exception:
+        pass  # a pool that fails to start fails the tasks submitted to it, and says why
+
+
+def _stop_after(warming: threading.Thread, pool: ProcessPoolExecutor) -> None:
+    warming.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_pickled(payload: bytes) -> Outcome:
@@ -132,9 +179,32 @@ def _run_pickled(payload: bytes) -> Outcome:
 
 
 class _ProcessDispatch(PoolDispatch):
-    def __init__(self, owner: ProcessExecutor, pool: _PoolExecutor, workers: int) -> None:
+    def __init__(
+        self,
+        owner: ProcessExecutor,
+        pool: _PoolExecutor,
+        workers: int,
+        warming: threading.Thread | None,
+    ) -> None:
         super().__init__(pool, workers)
         self._owner = owner
+        self._warming = warming
+        self.assists = owner.work_in_caller
+
+    def started(self) -> bool:
+        return self._warming is None or not self._warming.is_alive()
+
+    def run_here(self, task: Task) -> Outcome:
+        # Exactly what a worker does, so a task behaves the same wherever it runs: it must
+        # pickle, and its error comes back through pickle (with the traceback as text).
+        try:
+            payload = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            return Outcome(task.index, error=error, attempts=0)
+        outcome = _run_pickled(payload)
+        if outcome.error is not None:
+            outcome = pickle.loads(pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL))
+        return outcome
 
     def _mark_broken(self) -> None:
         if self._owner._pool is self.pool:

@@ -8,6 +8,7 @@ directly (:class:`ManifestStore`) or that is committed to Icechunk or written as
 from importlib.metadata import PackageNotFoundError, version
 
 from virtualize import errors, parsers
+from virtualize.ingest import IngestReport, ingest
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
@@ -25,6 +26,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ChunkManifest",
+    "IngestReport",
     "ManifestArray",
     "ManifestGroup",
     "ManifestStore",
@@ -33,6 +35,7 @@ __all__ = [
     "VirtualizeAccessor",
     "__version__",
     "errors",
+    "ingest",
     "open_virtual_dataset",
     "open_virtual_datatree",
     "open_virtual_mfdataset",

@@ -259,6 +259,16 @@ def _default_store_for(url: str) -> tuple[str, ObjectStore]:
         folder = posixpath.dirname(unquote(parts.path))
         return "file://" + quote(folder.rstrip("/") + "/"), LocalStore(folder or "/")
     if parts.scheme == "s3":
+        # obstore takes credentials, region and AWS_ENDPOINT_URL from the environment; an
+        # http endpoint (an S3-compatible server) must be allowed explicitly
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and endpoint.startswith("http://"):
+            return f"s3://{parts.netloc}/", S3Store(
+                parts.netloc,
+                endpoint=endpoint,
+                virtual_hosted_style_request=False,
+                client_options={"allow_http": True},
+            )
         return f"s3://{parts.netloc}/", S3Store(parts.netloc)
     if parts.scheme in ("http", "https"):
         base = f"{parts.scheme}://{parts.netloc}/"

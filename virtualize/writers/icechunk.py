@@ -12,6 +12,7 @@ a file that changed since fails instead of returning other bytes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -73,7 +74,7 @@ def virtual_chunk_containers(registry: ObjectStoreRegistry) -> list[Any]:
         if scheme == "file":
             store = icechunk.local_filesystem_store(urlsplit(prefix).path)
         elif scheme == "s3":
-            store = icechunk.s3_store()
+            store = _s3_container_store()
         elif scheme in ("http", "https"):
             store = icechunk.http_store()
         else:
@@ -83,6 +84,24 @@ def virtual_chunk_containers(registry: ObjectStoreRegistry) -> list[Any]:
             )
         containers.append(icechunk.VirtualChunkContainer(prefix, store))
     return containers
+
+
+def _s3_container_store() -> Any:
+    """An S3 container store; an S3-compatible endpoint comes from ``AWS_ENDPOINT_URL``, as
+    obstore and boto3 take it."""
+    import icechunk
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not endpoint:
+        return icechunk.s3_store(region=region)
+    return icechunk.s3_store(
+        region=region,
+        endpoint_url=endpoint,
+        allow_http=endpoint.startswith("http://"),
+        s3_compatible=True,
+        force_path_style=True,
+    )
 
 
 def repository_config(
@@ -141,7 +160,7 @@ def authorize_containers(registry: ObjectStoreRegistry) -> dict[str, Any]:
             access[prefix] = icechunk.Credentials.HttpAccess()
         else:
             access[prefix] = icechunk.Credentials.LocalFileSystemAccess()
-    return access
+    return dict(icechunk.containers_credentials(access))
 
 
 def to_icechunk(

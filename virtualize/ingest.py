@@ -1,0 +1,553 @@
+"""Ingest an archive into an Icechunk repository: batched, resumable and transactional.
+
+Files are listed, the ones earlier commits already ingested are left out, and the rest are
+parsed in batches with an executor; each batch is combined, appended along the concatenation
+dimension and committed on its own. A commit carries, in its metadata under ``"virtualize"``,
+the files it ingested and the files it skipped with their errors, so the repository itself
+remembers what it holds: a rerun after a crash (even ``kill -9``) resumes after the last
+commit, and readers only ever see whole batches, since an Icechunk commit is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from virtualize.errors import ConcatenationError, NoFilesError
+from virtualize.registry import ObjectStoreRegistry, normalize_url
+
+__all__ = [
+    "METADATA_KEY",
+    "IngestCommit",
+    "IngestReport",
+    "ingest",
+    "ingest_history",
+    "open_repository",
+]
+
+#: The key of virtualize's record in a commit's metadata.
+METADATA_KEY = "virtualize"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class IngestCommit:
+    """One commit of a repository's history, as ``virtualize log`` shows it.
+
+    Attributes
+    ----------
+    snapshot_id, message, written_at
+        The commit.
+    files
+        The files it ingested (empty for commits ``ingest`` did not make).
+    skipped
+        Files it left out, with the error that made it skip them.
+    references
+        How many chunk references it added.
+    by_ingest
+        Whether ``ingest`` made the commit.
+    """
+
+    snapshot_id: str
+    message: str
+    written_at: datetime
+    files: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    references: int = 0
+    by_ingest: bool = False
+
+
+@dataclass
+class IngestReport:
+    """What one :func:`ingest` run did.
+
+    Attributes
+    ----------
+    repository, branch
+        Where it committed.
+    listed
+        Files the paths or glob gave.
+    already
+        Of those, files earlier commits had ingested or skipped (left alone).
+    ingested
+        Files this run committed.
+    skipped
+        Files this run left out (``on_error="skip"``), with their errors.
+    commits
+        The snapshot ids of this run's commits, one per batch.
+    references
+        Chunk references this run added.
+    seconds
+        Wall time of the run.
+    """
+
+    repository: str
+    branch: str
+    listed: int = 0
+    already: int = 0
+    ingested: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+    references: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = len(self.ingested) / self.seconds if self.seconds > 0 else 0.0
+        refs_rate = self.references / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"{self.repository} ({self.branch}): {len(self.ingested)} files ingested in "
+            f"{len(self.commits)} commits, {self.references:,} references, "
+            f"{self.seconds:.1f} s ({rate:.1f} files/s, {refs_rate:,.0f} refs/s)",
+            f"  listed {self.listed}, already in the repository {self.already}, "
+            f"skipped {len(self.skipped)}",
+        ]
+        lines += [f"  skipped {url}: {error}" for url, error in self.skipped]
+        return "\n".join(lines)
+
+
+def ingest(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    repo: Any,
+    *,
+    concat_dim: str,
+    branch: str = "main",
+    parser: Any = None,
+    registry: ObjectStoreRegistry | None = None,
+    executor: Any = "serial",
+    batch_size: int = 100,
+    message: str | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    retry_skipped: bool = False,
+    group: str | None = None,
+    loadable_variables: Iterable[str] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    retries: int = 2,
+    progress: bool | Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Ingest an archive into an Icechunk repository, one commit per batch of files.
+
+    Parameters
+    ----------
+    paths
+        A glob (``"data/*.nc"``, ``"s3://bucket/era5/**/*.nc"``) or a list of paths or urls.
+        Files are ingested in the order of their urls, which must be their order along
+        ``concat_dim``.
+    repo
+        An ``icechunk.Repository``, or where one is or will be: a local path or an
+        ``s3://bucket/prefix`` url (credentials, and ``AWS_ENDPOINT_URL`` if set, from the
+        environment). A new repository gets virtual chunk containers for the registry's
+        locations and manifests split along ``concat_dim``.
+    concat_dim
+        The dimension batches are appended along (``"time"``).
+    branch
+        The branch to commit to; created from ``main`` if it does not exist.
+    parser, registry, group, loadable_variables, drop_variables, retries
+        As for :func:`~virtualize.open_virtual_mfdataset`.
+    executor
+        Parses each batch's files: ``"serial"``, ``"threads"``, ``"processes"``, ``"dask"``,
+        ``"lithops"`` or an executor instance (kept open across batches).
+    batch_size
+        Files per commit. Memory is bounded by the batch, not by the archive.
+    message
+        The commit message; by default one naming the batch's first and last file.
+    on_error
+        A file that fails to parse: ``"raise"`` stops, committing nothing of its batch
+        (earlier batches stay committed); ``"skip"`` leaves it out and records it, with its
+        error, in the batch's commit.
+    retry_skipped
+        Parse files earlier runs skipped again (by default they are left alone, like the
+        files already ingested).
+    progress
+        A progress bar (files/s, refs/s, ETA) when True, none when False, or a callable
+        ``progress(files_done, files_total)``; by default a bar when standard error is a
+        terminal.
+
+    Returns
+    -------
+    IngestReport
+        Files ingested, skipped and left alone, commits, references and timing.
+
+    Raises
+    ------
+    ConcatenationError
+        A batch does not continue the repository along ``concat_dim`` (its first value is not
+        after the last one committed), or its files can't be joined.
+    NoFilesError
+        The glob matches nothing.
+
+    Examples
+    --------
+    >>> report = vz.ingest("archive/*.nc", "repo/", concat_dim="time")  # doctest: +SKIP
+    >>> print(report)  # doctest: +SKIP
+    """
+    from virtualize.executors import resolve_executor
+    from virtualize.xarray import _expand_paths
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    started = time.perf_counter()
+    urls, _, registry = _expand_paths(paths, registry, nested=False)
+    urls = sorted(dict.fromkeys(urls))
+    repository, location = open_repository(repo, registry, concat_dim=concat_dim, create=True)
+    _ensure_branch(repository, branch)
+    done, skipped_before = _recorded_files(repository, branch)
+    left_alone = done if retry_skipped else done | skipped_before
+    todo = [url for url in urls if url not in left_alone]
+    report = IngestReport(location, branch, listed=len(urls), already=len(urls) - len(todo))
+    runner, owned = resolve_executor(executor)
+    bar = _Progress(progress, len(todo))
+    options = {
+        "parser": parser,
+        "registry": registry,
+        "group": group,
+        "loadable_variables": loadable_variables,
+        "drop_variables": drop_variables,
+        "retries": retries,
+    }
+    try:
+        for batch in _batches(todo, batch_size):
+            commit = _ingest_batch(
+                repository,
+                branch,
+                batch,
+                concat_dim,
+                group,
+                runner,
+                options,
+                bar,
+                on_error,
+                message,
+            )
+            report.commits.append(commit.snapshot_id)
+            report.ingested.extend(commit.files)
+            report.skipped.extend(commit.skipped)
+            report.references += commit.references
+            bar.advance(len(batch), report.references)
+    finally:
+        bar.close()
+        if owned:
+            runner.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _ingest_batch(
+    repository: Any,
+    branch: str,
+    batch: list[str],
+    concat_dim: str,
+    group: str | None,
+    runner: Any,
+    options: dict[str, Any],
+    bar: _Progress,
+    on_error: str,
+    message: str | None,
+) -> IngestCommit:
+    from virtualize.xarray import open_virtual_mfdataset
+
+    try:
+        dataset, failures = open_virtual_mfdataset(
+            batch,
+            executor=runner,
+            on_error="record",
+            progress=bar.within_batch,
+            combine="by_coords",
+            **options,
+        )
+    except NoFilesError:
+        dataset, failures = None, _failures_of_batch(batch, runner, options)
+    if failures and on_error == "raise":
+        first = failures[0]
+        first.error.add_note(f"nothing of this batch was committed ({len(batch)} files)")
+        raise first.error
+    skipped = tuple((str(f.item), f"{type(f.error).__name__}: {f.error}") for f in failures)
+    failed = {str(f.item) for f in failures}
+    files = tuple(url for url in batch if url not in failed)
+    session = repository.writable_session(branch)
+    references = 0
+    if dataset is not None:
+        _write_batch(session.store, dataset, files, concat_dim, group, options["registry"])
+        references = int(dataset.virtualize.nrefs)
+    record = {
+        "format": _FORMAT,
+        "files": list(files),
+        "skipped": [{"url": url, "error": error} for url, error in skipped],
+        "concat_dim": concat_dim,
+        "group": group or "",
+        "references": references,
+    }
+    first, last = Path(batch[0]).name, Path(batch[-1]).name
+    text = message or f"ingest {len(files)} files ({first} .. {last})"
+    if skipped:
+        text += f", skipped {len(skipped)}"
+    snapshot = session.commit(text, metadata={METADATA_KEY: record}, allow_empty=True)
+    return IngestCommit(
+        snapshot_id=snapshot,
+        message=text,
+        written_at=datetime.now().astimezone(),
+        files=files,
+        skipped=skipped,
+        references=references,
+        by_ingest=True,
+    )
+
+
+def _failures_of_batch(batch: list[str], runner: Any, options: dict[str, Any]) -> list[Any]:
+    """Every file of a batch failed: open them again, one at a time, for their errors."""
+    from virtualize.executors import TaskFailure
+    from virtualize.xarray import open_virtual_dataset
+
+    failures = []
+    for index, url in enumerate(batch):
+        try:
+            open_virtual_dataset(
+                url,
+                parser=options["parser"],
+                registry=options["registry"],
+                group=options["group"],
+                loadable_variables=options["loadable_variables"],
+                drop_variables=options["drop_variables"],
+            )
+        except Exception as error:
+            failures.append(TaskFailure(index, url, error, 1))
+    return failures
+
+
+def _write_batch(
+    store: Any,
+    dataset: xr.Dataset,
+    files: Sequence[str],
+    concat_dim: str,
+    group: str | None,
+    registry: ObjectStoreRegistry,
+) -> None:
+    from virtualize.writers.icechunk import to_icechunk
+
+    if concat_dim not in dataset.dims:
+        raise ConcatenationError(
+            f"the files have no dimension {concat_dim!r} to append along "
+            f"(they have {sorted(map(str, dataset.dims))})",
+            hint="Pass the dimension the archive grows along as concat_dim",
+        )
+    last = _last_committed(store, concat_dim, group)
+    if last is None:
+        to_icechunk(dataset, store, group=group, mode="a", registry=registry)
+        return
+    first = dataset[concat_dim].values[0]
+    if not _after(first, last):
+        raise ConcatenationError(
+            f"this batch starts at {concat_dim}={first}, not after the last value committed "
+            f"({last}); ingest appends, so files must come in {concat_dim} order",
+            url=files[0],
+            hint="Name files so that their order is their order in time, or ingest the "
+            "earlier files into another repository",
+        )
+    to_icechunk(dataset, store, group=group, append_dim=concat_dim, registry=registry)
+
+
+def _last_committed(store: Any, concat_dim: str, group: str | None) -> Any:
+    """The last value of ``concat_dim`` in the repository, or None before the first batch."""
+    try:
+        existing = xr.open_zarr(store, group=group, consolidated=False, zarr_format=3)
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    if concat_dim not in existing.variables or existing.sizes.get(concat_dim, 0) == 0:
+        return None
+    return existing[concat_dim].isel({concat_dim: -1}).values
+
+
+def _after(first: Any, last: Any) -> bool:
+    try:
+        return bool(np.asarray(first) > np.asarray(last))
+    except TypeError:
+        return True  # values that don't order (strings of other kinds): xarray decides
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+
+def open_repository(
+    repo: Any,
+    registry: ObjectStoreRegistry | None = None,
+    *,
+    concat_dim: str | None = None,
+    create: bool = False,
+) -> tuple[Any, str]:
+    """The Icechunk repository ``repo`` names, and its location as text.
+
+    Parameters
+    ----------
+    repo
+        An ``icechunk.Repository`` (returned as it is), a local path, or an
+        ``s3://bucket/prefix`` url.
+    registry
+        The locations virtual chunks may be read from: a new repository gets a virtual chunk
+        container for each, and reading is authorised for each.
+    concat_dim
+        For a new repository: manifests are split along this dimension, so appends rewrite
+        one small manifest rather than every array's whole manifest.
+    create
+        Create the repository (with a first commit holding the root group) if there is none.
+
+    Raises
+    ------
+    InvalidFileError
+        No repository is there and ``create`` is False.
+    """
+    import icechunk
+
+    from virtualize.errors import InvalidFileError
+    from virtualize.writers.icechunk import authorize_containers, repository_config
+
+    if isinstance(repo, icechunk.Repository):
+        return repo, "repository"
+    location = str(repo)
+    storage = _storage(location)
+    access = authorize_containers(registry) if registry is not None else None
+    if icechunk.Repository.exists(storage):
+        return icechunk.Repository.open(storage, authorize_virtual_chunk_access=access), location
+    if not create:
+        raise InvalidFileError(
+            "no Icechunk repository here",
+            url=location,
+            hint="Create one with `virtualize ingest ... --repo` or check the path",
+        )
+    if registry is None:
+        raise ValueError("a new repository needs the registry of the locations it references")
+    config = repository_config(registry, split_along=concat_dim)
+    repository = icechunk.Repository.create(
+        storage, config=config, authorize_virtual_chunk_access=access
+    )
+    # The root group in a commit of its own: two first writers would otherwise conflict on it.
+    session = repository.writable_session("main")
+    import zarr
+
+    zarr.open_group(session.store, mode="a", zarr_format=3)
+    session.commit("create the repository")
+    return repository, location
+
+
+def _storage(location: str) -> Any:
+    import icechunk
+
+    if location.startswith("s3://"):
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return icechunk.s3_storage(
+            bucket=bucket,
+            prefix=prefix.strip("/") or None,
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            endpoint_url=endpoint,
+            allow_http=bool(endpoint and endpoint.startswith("http://")),
+            force_path_style=bool(endpoint),
+            from_env=True,
+        )
+    if "://" in location and not location.startswith("file://"):
+        raise ValueError(f"repositories are local paths or s3:// urls, not {location!r}")
+    path = normalize_url(location).removeprefix("file://")
+    return icechunk.local_filesystem_storage(path)
+
+
+def _ensure_branch(repository: Any, branch: str) -> None:
+    if branch not in repository.list_branches():
+        repository.create_branch(branch, repository.lookup_branch("main"))
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def ingest_history(repo: Any, *, branch: str = "main") -> list[IngestCommit]:
+    """The commits of ``branch``, newest first, with the files each ingest commit recorded.
+
+    Parameters
+    ----------
+    repo
+        An ``icechunk.Repository``, a local path or an ``s3://`` url.
+    branch
+        The branch whose ancestry to read.
+    """
+    repository, _ = open_repository(repo)
+    commits = []
+    for snapshot in repository.ancestry(branch=branch):
+        record = (snapshot.metadata or {}).get(METADATA_KEY)
+        if isinstance(record, dict) and record.get("format") == _FORMAT:
+            commits.append(
+                IngestCommit(
+                    snapshot_id=snapshot.id,
+                    message=snapshot.message,
+                    written_at=snapshot.written_at,
+                    files=tuple(record.get("files", ())),
+                    skipped=tuple(
+                        (str(item.get("url")), str(item.get("error")))
+                        for item in record.get("skipped", ())
+                    ),
+                    references=int(record.get("references", 0)),
+                    by_ingest=True,
+                )
+            )
+        else:
+            commits.append(IngestCommit(snapshot.id, snapshot.message, snapshot.written_at))
+    return commits
+
+
+def _recorded_files(repository: Any, branch: str) -> tuple[set[str], set[str]]:
+    """Files the branch's commits ingested, and files they skipped."""
+    done: set[str] = set()
+    skipped: set[str] = set()
+    for commit in ingest_history(repository, branch=branch):
+        done.update(commit.files)
+        skipped.update(url for url, _ in commit.skipped)
+    return done, skipped - done
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Files done across batches, as a tqdm bar (files/s, refs/s, ETA) or a callback."""
+
+    def __init__(self, progress: bool | Callable[[int, int], None] | None, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.callback = progress if callable(progress) else None
+        show = sys.stderr.isatty() if progress is None else progress is True
+        self.bar: Any = None
+        self.started = time.perf_counter()
+        if show and self.callback is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="file", desc="ingest", dynamic_ncols=True)
+
+    def within_batch(self, done: int, total: int | None) -> None:
+        if self.bar is not None:
+            self.bar.n = self.done + done
+            self.bar.refresh()
+        if self.callback is not None:
+            self.callback(self.done + done, self.total)
+
+    def advance(self, files: int, references: int) -> None:
+        self.done += files
+        if self.bar is not None:
+            self.bar.n = self.done
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix(refs_per_s=f"{references / elapsed:,.0f}", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -18,7 +18,7 @@ from test_mfdataset import registry_for, write_day
 import virtualize as vz
 from virtualize.cli import main
 from virtualize.errors import ConcatenationError, InvalidFileError
-from virtualize.ingest import ingest_history, open_repository
+from virtualize.ingest import IngestCommit, ingest_history, open_repository
 from virtualize.parsers import IcechunkParser
 
 TESTS = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ def references(repo: Path, archive: Path) -> dict[str, Any]:
     return found
 
 
-def ingest_commits(repo: Path) -> list[vz.ingest.IngestCommit]:  # type: ignore[name-defined]
+def ingest_commits(repo: Path) -> list[IngestCommit]:
     return [commit for commit in ingest_history(str(repo)) if commit.by_ingest]
 
 
@@ -388,3 +388,46 @@ def test_inspect_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert {v["path"] for v in report["variables"]} >= {"tas", "pr", "orog"}
     assert main(["inspect", str(tmp_path / "missing.nc")]) == 2
     assert "missing.nc" in capsys.readouterr().err
+
+
+def test_group_attributes_stay_the_first_files(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    files = []
+    for day in range(6):
+        path = write_day(archive, day)
+        with xr.open_dataset(path) as opened:
+            dataset = opened.load()
+        dataset.attrs["day"] = day  # differs from file to file
+        path.unlink()
+        dataset.to_netcdf(path, encoding={"tas": {"zlib": True, "chunksizes": (1, 3, 2)}})
+        files.append(path)
+    repo = tmp_path / "repo"
+    registry = registry_for(archive)
+    vz.ingest(
+        [str(f) for f in files[:2]], str(repo), concat_dim="time", registry=registry, progress=False
+    )
+    vz.ingest(
+        str(archive / "day*.nc"),
+        str(repo),
+        concat_dim="time",
+        registry=registry,
+        batch_size=2,
+        progress=False,
+    )
+    got = committed(repo, registry)
+    assert got.attrs["day"] == 0
+    xr.testing.assert_identical(got, native(files))
+
+
+def test_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    archive = tmp_path / "archive"
+    files = write_archive(archive, 4)
+    repo = tmp_path / "repo"
+    assert main(["ingest", str(archive / "day*.nc"), "--repo", str(repo), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(repo), "--sample", "100"]) == 0
+    assert "all equal" in capsys.readouterr().out
+    files[2].unlink()
+    assert main(["verify", str(repo), "--sample", "100"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and files[2].name in out

@@ -345,8 +345,9 @@ def _write_batch(
             f"(they have {sorted(map(str, dataset.dims))})",
             hint="Pass the dimension the archive grows along as concat_dim",
         )
-    last = _last_committed(store, concat_dim, group)
-    if last is None:
+    existing = _committed(store, group)
+    last = _last_value(existing, concat_dim)
+    if existing is None or last is None:
         to_icechunk(dataset, store, group=group, mode="a", registry=registry)
         return
     first = dataset[concat_dim].values[0]
@@ -358,14 +359,24 @@ def _write_batch(
             hint="Name files so that their order is their order in time, or ingest the "
             "earlier files into another repository",
         )
+    # The group's attributes stay the first file's, as open_mfdataset's combine_attrs
+    # "override" gives for the whole archive; a later batch would bring its own first file's.
+    dataset = dataset.copy()
+    dataset.attrs = dict(existing.attrs)
     to_icechunk(dataset, store, group=group, append_dim=concat_dim, registry=registry)
 
 
-def _last_committed(store: Any, concat_dim: str, group: str | None) -> Any:
-    """The last value of ``concat_dim`` in the repository, or None before the first batch."""
+def _committed(store: Any, group: str | None) -> xr.Dataset | None:
+    """The repository's dataset (lazily), or None before the first batch."""
     try:
-        existing = xr.open_zarr(store, group=group, consolidated=False, zarr_format=3)
+        return xr.open_zarr(store, group=group, consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def _last_value(existing: xr.Dataset | None, concat_dim: str) -> Any:
+    """The last value of ``concat_dim`` committed, or None before the first batch."""
+    if existing is None:
         return None
     if concat_dim not in existing.variables or existing.sizes.get(concat_dim, 0) == 0:
         return None

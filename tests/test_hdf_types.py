@@ -807,3 +807,16 @@ def test_xarray_written_string_coordinates_read_back(tmp_path: Path) -> None:
     ).to_netcdf(path, engine="netcdf4")
     virtual_ds = assert_virtual_equals_native(path)
     assert virtual_ds.indexes["station"].tolist() == ["Genève", "Zürich", ""]
+
+
+def test_char_variable_with_a_fill_value_is_refused_at_parse_time(tmp_path: Path) -> None:
+    # xarray's zarr reader can't decode a _FillValue on an S1 array: refuse it up front
+    path = tmp_path / "chars.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("n", 3)
+        letters = nc.createVariable("letters", "S1", ("n",), fill_value=b"x")
+        letters[:] = np.array(list("abc"), "S1")
+        nc.createVariable("plain", "S1", ("n",))[:] = np.array(list("abc"), "S1")
+    with pytest.raises(UnsupportedFeatureError, match="letters"):
+        parse(path)
+    assert "plain" in parse(path, drop_variables=["letters"]).group.arrays

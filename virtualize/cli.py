@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     ingest.add_argument("--retry-skipped", action="store_true", help="retry skipped files")
     ingest.add_argument("--group", default=None, help="group of the files to ingest")
+    ingest.add_argument("--target-group", default=None, help="group of the repository to fill")
     ingest.add_argument("--message", default=None, help="commit message")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)
@@ -134,6 +135,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
         on_error=arguments.on_error,
         retry_skipped=arguments.retry_skipped,
         group=arguments.group,
+        target_group=arguments.target_group,
         message=arguments.message,
         progress=False if arguments.no_progress else None,
     )

@@ -131,6 +131,8 @@ def ingest(
     loadable_variables: Iterable[str] | None = None,
     drop_variables: Iterable[str] | None = None,
     retries: int = 2,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    target_group: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Ingest an archive into an Icechunk repository, one commit per batch of files.
@@ -150,8 +152,13 @@ def ingest(
         The dimension batches are appended along (``"time"``).
     branch
         The branch to commit to; created from ``main`` if it does not exist.
-    parser, registry, group, loadable_variables, drop_variables, retries
-        As for :func:`~virtualize.open_virtual_mfdataset`.
+    parser, registry, group, loadable_variables, drop_variables, retries, preprocess
+        As for :func:`~virtualize.open_virtual_mfdataset`. ``preprocess`` can give files
+        without ``concat_dim`` one, e.g. images stacked in time:
+        ``lambda ds: ds.expand_dims(time=[np.datetime64(ds.attrs["DATE-OBS"])])``.
+        ``group`` is the group of the files to read.
+    target_group
+        The group of the repository to write into; its root by default.
     executor
         Parses each batch's files: ``"serial"``, ``"threads"``, ``"processes"``, ``"dask"``,
         ``"lithops"`` or an executor instance (kept open across batches).
@@ -214,6 +221,7 @@ def ingest(
         "loadable_variables": loadable_variables,
         "drop_variables": drop_variables,
         "retries": retries,
+        "preprocess": preprocess,
     }
     try:
         for batch in _batches(todo, batch_size):
@@ -222,7 +230,7 @@ def ingest(
                 branch,
                 batch,
                 concat_dim,
-                group,
+                target_group,
                 runner,
                 options,
                 bar,
@@ -252,7 +260,7 @@ def _ingest_batch(
     branch: str,
     batch: list[str],
     concat_dim: str,
-    group: str | None,
+    target_group: str | None,
     runner: Any,
     options: dict[str, Any],
     bar: _Progress,
@@ -282,14 +290,14 @@ def _ingest_batch(
     session = repository.writable_session(branch)
     references = 0
     if dataset is not None:
-        _write_batch(session.store, dataset, files, concat_dim, group, options["registry"])
+        _write_batch(session.store, dataset, files, concat_dim, target_group, options["registry"])
         references = int(dataset.virtualize.nrefs)
     record = {
         "format": _FORMAT,
         "files": list(files),
         "skipped": [{"url": url, "error": error} for url, error in skipped],
         "concat_dim": concat_dim,
-        "group": group or "",
+        "group": target_group or "",
         "references": references,
     }
     first, last = Path(batch[0]).name, Path(batch[-1]).name

@@ -5,6 +5,7 @@ written by virtualize decodes in any zarr reader once this package is installed.
 """
 
 from virtualize.codecs.cf import CFPackingCodec
+from virtualize.codecs.fits import FITSColumnCodec, FITSScaleCodec, FITSTileCodec
 from virtualize.codecs.hdf5 import (
     HDF5BitshuffleCodec,
     HDF5Blosc2Codec,
@@ -17,6 +18,9 @@ from virtualize.codecs.hdf5 import (
 
 __all__ = [
     "CFPackingCodec",
+    "FITSColumnCodec",
+    "FITSScaleCodec",
+    "FITSTileCodec",
     "HDF5BitshuffleCodec",
     "HDF5Blosc2Codec",
     "HDF5BloscCodec",

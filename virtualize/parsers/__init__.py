@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from virtualize.parsers.detect import detect, sniff_format
+from virtualize.parsers.fits import FITSParser
 from virtualize.parsers.hdf import HDFParser
 from virtualize.parsers.icechunk import IcechunkParser
 from virtualize.parsers.kerchunk import KerchunkParser
+from virtualize.parsers.netcdf3 import NetCDF3Parser
 from virtualize.parsers.zarr import ZarrParser
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
 
 __all__ = [
+    "FITSParser",
     "HDFParser",
     "IcechunkParser",
     "KerchunkParser",
+    "NetCDF3Parser",
     "Parser",
     "ZarrParser",
     "detect",

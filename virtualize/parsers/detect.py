@@ -107,13 +107,17 @@ def _looks_like_kerchunk(store: Any, path: str) -> bool:
 
 
 def _builtin_parsers() -> dict[str, Callable[[], Any]]:
+    from virtualize.parsers.fits import FITSParser
     from virtualize.parsers.hdf import HDFParser
     from virtualize.parsers.icechunk import IcechunkParser
     from virtualize.parsers.kerchunk import KerchunkParser
+    from virtualize.parsers.netcdf3 import NetCDF3Parser
     from virtualize.parsers.zarr import ZarrParser
 
     return {
         "hdf5": HDFParser,
+        "netcdf3": NetCDF3Parser,
+        "fits": FITSParser,
         "kerchunk": KerchunkParser,
         "zarr": ZarrParser,
         "icechunk": IcechunkParser,

@@ -214,6 +214,7 @@ def plan_type(
             return _vlen_string_plan(dset, url, name, fill_value)
         if tid.get_size() > 1:
             return _fixed_string_plan(dset, tid, url, name, fill_value, max_scan_bytes)
+        _refuse_string_fill_attribute(dset, url, name, "one-byte strings (netCDF char)")
         return numeric_plan(dtype, referenceable=True, fill_value=fill_value, url=url, name=name)
     if kind == h5t.VLEN:
         raise _unsupported(

@@ -755,3 +755,13 @@ def test_a_time_series_of_images_stacks_and_ingests(tmp_path: Path) -> None:
     assert list(ingested.time.values) == [
         np.datetime64(f"2024-03-{i + 1:02d}T22:00:00", "ns") for i in range(5)
     ]
+
+
+def test_opening_a_file_whose_data_is_in_groups_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "image.fits"
+    fits.PrimaryHDU(np.arange(12.0).reshape(3, 4)).writeto(path)
+    with pytest.warns(UserWarning, match=r"these groups do: \['PRIMARY'\]"):
+        empty = vz.open_virtual_dataset(path, registry=local_registry(path))
+    assert not empty.variables
+    image = vz.open_virtual_dataset(path, registry=local_registry(path), group="PRIMARY")
+    assert image["data"].dims == ("y", "x")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 import sys
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
@@ -79,6 +81,15 @@ def open_virtual_dataset(
     """
     drop = list(drop_variables or ())
     manifest_group, registry = _parse(url, parser, registry, group, drop)
+    if group is None and not manifest_group.arrays and manifest_group.groups:
+        holding = [path for path, node in manifest_group.walk() if isinstance(node, ManifestArray)]
+        groups = sorted({posixpath.dirname(path) for path in holding})
+        if groups:
+            warnings.warn(
+                f"{url}: the root group holds no variables; these groups do: {groups}. "
+                "Pass group=... to open one, or use open_virtual_datatree",
+                stacklevel=2,
+            )
     return construct_virtual_dataset(
         manifest_group,
         registry=registry,

@@ -10,6 +10,7 @@ from virtualize.parsers.hdf import HDFParser
 from virtualize.parsers.icechunk import IcechunkParser
 from virtualize.parsers.kerchunk import KerchunkParser
 from virtualize.parsers.netcdf3 import NetCDF3Parser
+from virtualize.parsers.tiff import TIFFParser
 from virtualize.parsers.zarr import ZarrParser
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
@@ -21,6 +22,7 @@ __all__ = [
     "KerchunkParser",
     "NetCDF3Parser",
     "Parser",
+    "TIFFParser",
     "ZarrParser",
     "detect",
     "sniff_format",

@@ -112,12 +112,14 @@ def _builtin_parsers() -> dict[str, Callable[[], Any]]:
     from virtualize.parsers.icechunk import IcechunkParser
     from virtualize.parsers.kerchunk import KerchunkParser
     from virtualize.parsers.netcdf3 import NetCDF3Parser
+    from virtualize.parsers.tiff import TIFFParser
     from virtualize.parsers.zarr import ZarrParser
 
     return {
         "hdf5": HDFParser,
         "netcdf3": NetCDF3Parser,
         "fits": FITSParser,
+        "tiff": TIFFParser,
         "kerchunk": KerchunkParser,
         "zarr": ZarrParser,
         "icechunk": IcechunkParser,

@@ -230,6 +230,83 @@ def test_second_ifd(tmp_path: Path) -> None:
         parse(path, ifd=5)
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        {"tile": (16, 16), "photometric": "rgb"},
+        {"rowsperstrip": 8, "photometric": "rgb"},
+        {"tile": (16, 16), "photometric": "minisblack"},
+        {"rowsperstrip": 5, "photometric": "minisblack"},
+        {"tile": (16, 32), "photometric": "ycbcr", "subsampling": (2, 2)},
+        {"rowsperstrip": 16, "photometric": "ycbcr", "subsampling": (2, 1)},
+        {"rowsperstrip": 16, "photometric": "rgb", "planarconfig": "separate"},
+    ],
+    ids=[
+        "tiled-rgb",
+        "strips-rgb",
+        "tiled-grey",
+        "strips-grey",
+        "tiled-ycbcr",
+        "strips-ycbcr",
+        "planar-rgb",
+    ],
+)
+def test_jpeg(tmp_path: Path, write: dict[str, Any]) -> None:
+    path = tmp_path / "jpeg.tif"
+    if write["photometric"] == "minisblack":
+        shape: tuple[int, ...] = SHAPE
+    elif write.get("planarconfig") == "separate":
+        shape = (3, *SHAPE)
+    else:
+        shape = (*SHAPE, 3)
+    tifffile.imwrite(path, values("uint8", shape), compression="jpeg", **write)
+    assert_reads_as_tifffile(path)
+
+
+def test_jpeg_tables_are_used(tmp_path: Path) -> None:
+    """Abbreviated JPEG tiles whose tables live in the JPEGTables tag (347)."""
+    import imagecodecs
+
+    data = values("uint8", (32, 48, 3))
+    tiles, tables = [], b""
+    for y in range(0, 32, 16):
+        for x in range(0, 48, 16):
+            full = bytes(imagecodecs.jpeg8_encode(data[y : y + 16, x : x + 16], level=90))
+            tables, tile = split_jpeg_tables(full)
+            tiles.append(tile)
+    path = tmp_path / "tables.tif"
+    tifffile.imwrite(
+        path,
+        iter(tiles),
+        shape=data.shape,
+        dtype="uint8",
+        tile=(16, 16),
+        compression="jpeg",
+        photometric="ycbcr",
+        subsampling=(1, 1),
+        jpegtables=tables,
+    )
+    with tifffile.TiffFile(path) as tiff:
+        assert tiff.pages[0].jpegtables == tables
+    assert_reads_as_tifffile(path)
+
+
+def split_jpeg_tables(jpeg: bytes) -> tuple[bytes, bytes]:
+    """``(tables, abbreviated image)``: DQT and DHT segments moved to a tables-only stream."""
+    assert jpeg[:2] == b"\xff\xd8"
+    tables, image, position = [b"\xff\xd8"], [b"\xff\xd8"], 2
+    while True:
+        marker = jpeg[position : position + 2]
+        length = int.from_bytes(jpeg[position + 2 : position + 4], "big")
+        segment = jpeg[position : position + 2 + length]
+        if marker == b"\xff\xda":  # start of scan: the rest is the image
+            image.append(jpeg[position:])
+            break
+        (tables if marker in (b"\xff\xdb", b"\xff\xc4") else image).append(segment)
+        position += 2 + length
+    return b"".join(tables) + b"\xff\xd9", b"".join(image)
+
+
 def test_parser_is_picklable() -> None:
     parser = pickle.loads(pickle.dumps(TIFFParser(ifd=2)))
     assert parser.ifd == 2
@@ -238,7 +315,7 @@ def test_parser_is_picklable() -> None:
 @pytest.mark.parametrize(
     ("write", "reason"),
     [
-        ({"compression": "jpeg", "photometric": "rgb", "shape": (*SHAPE, 3)}, "compression JPEG"),
+        ({"compression": "webp", "photometric": "rgb", "shape": (*SHAPE, 3)}, "compression WEBP"),
         ({"bitspersample": 12, "dtype": "uint16"}, "12 bits per sample"),
         ({"compression": "lzma"}, "compression LZMA"),
     ],

@@ -8,12 +8,14 @@ compression. virtualize describes a segment as a zarr chunk with the codecs, in 
 so that decoding runs: decompress (zarr's ``numcodecs.zlib`` / ``zstd``, or
 :class:`TIFFLZWCodec`, :class:`TIFFPackBitsCodec`), pad the last, short strip to a whole chunk
 (:class:`TIFFStripCodec`), undo the predictor (:class:`TIFFPredictorCodec`), interpret the
-bytes. The decoders are imagecodecs', the ones tifffile calls; none is written here.
+bytes. JPEG (compression 7) segments are decoded and padded to whole chunks in one step,
+:class:`TIFFJPEGCodec` (after ``bytes``, with no strip or predictor codec). The decoders are imagecodecs', the ones tifffile calls; none is written here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from zarr.core.buffer import Buffer
 from zarr.core.common import JSON, parse_named_configuration
 
 __all__ = [
+    "TIFFJPEGCodec",
     "TIFFLZWCodec",
     "TIFFPackBitsCodec",
     "TIFFPredictorCodec",
@@ -232,3 +235,120 @@ class TIFFPredictorCodec(_TIFFBytesCodec):
             encoded = imagecodecs.delta_encode(values, axis=-2)
             return np.asarray(encoded).astype(native.newbyteorder(self.byteorder)).tobytes()
         return np.asarray(imagecodecs.floatpred_encode(values, axis=-2)).tobytes()
+
+
+@dataclass(frozen=True)
+class TIFFJPEGCodec(_TIFFBytesCodec):
+    """TIFF "new-style" JPEG (compression 7), decoded as tifffile does.
+
+    One segment is decoded with ``imagecodecs.jpeg_decode(data, tables=..., colorspace=...,
+    outcolorspace=..., shape=...)``, the call tifffile makes (falling back, like tifffile, to
+    ``imagecodecs.ljpeg_decode`` for precisions and colour spaces libjpeg refuses); libjpeg
+    converts YCbCr to RGB. The decoded ``(rows, width[, samples])`` values are returned in
+    little-endian byte order, padded with zeros at the bottom and right to a whole chunk (a
+    last strip, or an edge tile stored short, covers only the image's remaining pixels).
+
+    Parameters
+    ----------
+    rows, width
+        The segment's shape (``RowsPerStrip`` or ``TileLength``, and its width).
+    tables
+        The ``JPEGTables`` tag (347), base64-encoded, or None.
+    colorspace, outcolorspace
+        tifffile's ``jpeg_decode_colorspace`` of the page (None leaves libjpeg's default).
+    """
+
+    codec_name: ClassVar[str] = "virtualize.tiff_jpeg"
+    is_fixed_size = False
+
+    rows: int
+    width: int
+    tables: str | None
+    colorspace: int | str | None
+    outcolorspace: int | str | None
+
+    def __init__(
+        self,
+        *,
+        rows: int,
+        width: int,
+        tables: str | None = None,
+        colorspace: int | str | None = None,
+        outcolorspace: int | str | None = None,
+    ) -> None:
+        if int(rows) < 1 or int(width) < 1:
+            raise ValueError(f"rows and width must be positive, got {rows!r}, {width!r}")
+        if tables is not None:
+            base64.b64decode(tables, validate=True)
+        object.__setattr__(self, "rows", int(rows))
+        object.__setattr__(self, "width", int(width))
+        object.__setattr__(self, "tables", tables)
+        object.__setattr__(self, "colorspace", colorspace)
+        object.__setattr__(self, "outcolorspace", outcolorspace)
+
+    @classmethod
+    def from_tables(cls, tables: bytes | None, **kwargs: Any) -> TIFFJPEGCodec:
+        """The codec for raw ``JPEGTables`` bytes."""
+        encoded = None if tables is None else base64.b64encode(tables).decode("ascii")
+        return cls(tables=encoded, **kwargs)
+
+    def configuration(self) -> dict[str, JSON]:
+        return {
+            "rows": self.rows,
+            "width": self.width,
+            "tables": self.tables,
+            "colorspace": self.colorspace,
+            "outcolorspace": self.outcolorspace,
+        }
+
+    def _decode_array(self, data: bytes) -> np.ndarray:
+        imagecodecs = _imagecodecs()
+        tables = None if self.tables is None else base64.b64decode(self.tables)
+        try:
+            decoded = imagecodecs.jpeg_decode(
+                data,
+                tables=tables,
+                header=None,
+                colorspace=self.colorspace,
+                outcolorspace=self.outcolorspace,
+                shape=(self.rows, self.width),
+            )
+        except Exception as error:  # the fallback tifffile makes
+            message = str(error)
+            if not any(
+                text in message
+                for text in (
+                    "Unsupported JPEG data precision",
+                    "Unsupported color conversion",
+                    "Bogus Huffman table definition",
+                    "SOF type",
+                )
+            ):
+                raise
+            decoded = imagecodecs.ljpeg_decode(data)
+        return np.asarray(decoded)
+
+    def decode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
+        size = _chunk_nbytes(chunk_spec)
+        samples = size // (self.rows * self.width * native.itemsize)
+        decoded = self._decode_array(data)
+        if decoded.dtype.itemsize != native.itemsize or decoded.dtype.kind != native.kind:
+            raise ValueError(f"a JPEG segment decoded to {decoded.dtype}, expected {native}")
+        decoded = decoded.reshape(decoded.shape[0], decoded.shape[1], -1)
+        rows, width, bands = decoded.shape
+        if rows > self.rows or width > self.width or bands != samples:
+            raise ValueError(
+                f"a JPEG segment decoded to {decoded.shape}, "
+                f"expected at most ({self.rows}, {self.width}, {samples})"
+            )
+        out = np.zeros((self.rows, self.width, samples), dtype=native)
+        out[:rows, :width] = decoded
+        return out.tobytes()
+
+    def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
+        values = np.frombuffer(data, dtype=native).reshape(self.rows, self.width, -1)
+        if values.shape[-1] == 1:
+            values = values[..., 0]
+        return bytes(_imagecodecs().jpeg8_encode(values, level=95))

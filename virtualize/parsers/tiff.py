@@ -26,7 +26,9 @@ read them as they are; the last strip, stored short, is padded to a whole chunk 
 chunks and read as the fill value, tifffile's ``nodata`` (``GDAL_NODATA``, else 0).
 
 Compressions: none (1), deflate (8, 32946; zarr's ``numcodecs.zlib``), LZW (5), PackBits
-(32773) and zstd (50000; zarr's ``zstd``), with predictor none (1), horizontal differencing
+(32773), zstd (50000; zarr's ``zstd``) and JPEG (7, with its ``JPEGTables``; YCbCr,
+subsampled or not, converted to RGB by libjpeg as tifffile does;
+:class:`~virtualize.codecs.tiff.TIFFJPEGCodec`), with predictor none (1), horizontal differencing
 (2; of floats too, as tifffile undoes it) or floating point (3, floats); samples of 8, 16, 32 or 64 bits, unsigned,
 signed or floating point; either byte order; classic TIFF and BigTIFF. Anything else is
 refused with :class:`~virtualize.errors.UnsupportedFeatureError`.
@@ -47,6 +49,7 @@ from zarr.codecs import BytesCodec, TransposeCodec, ZstdCodec
 from zarr.codecs.numcodecs import Zlib
 
 from virtualize.codecs.tiff import (
+    TIFFJPEGCodec,
     TIFFLZWCodec,
     TIFFPackBitsCodec,
     TIFFPredictorCodec,
@@ -69,7 +72,8 @@ _LZW = 5
 _DEFLATE = (8, 32946)
 _PACKBITS = 32773
 _ZSTD = 50000
-_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD)
+_JPEG = 7
+_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD, _JPEG)
 _YCBCR = 6
 
 
@@ -179,6 +183,9 @@ def _check_page(page: Any, url: str) -> None:
         raise _refuse(url, f"compression {name} ({int(page.compression)}) is not supported yet")
     if page.imagedepth > 1 or page.tiledepth > 1:
         raise _refuse(url, "volumetric (ImageDepth > 1) images are not supported")
+    if page.compression == _JPEG:
+        _check_jpeg(page, url)
+        return  # tifffile ignores FillOrder and the predictor with JPEG
     if page.fillorder != 1:
         raise _refuse(url, "FillOrder 2 (bit-reversed bytes) is not supported")
     if page.photometric == _YCBCR and tuple(page.subsampling or (1, 1)) != (1, 1):
@@ -187,7 +194,16 @@ def _check_page(page: Any, url: str) -> None:
         raise _refuse(url, f"predictor {int(page.predictor)} is not supported")
 
 
+def _check_jpeg(page: Any, url: str) -> None:
+    if getattr(page, "jpegheader", None) is not None:
+        raise _refuse(url, "JPEG segments without their own header (NDPI) are not supported")
+    if page.bitspersample not in (8, 16):
+        raise _refuse(url, f"JPEG of {page.bitspersample} bits per sample is not supported")
+
+
 def _check_predictor(page: Any, dtype: np.dtype[Any], url: str) -> None:
+    if page.compression == _JPEG:
+        return
     if page.predictor == 3 and dtype.kind != "f":
         raise _refuse(url, "the floating-point predictor (3) on integer samples is invalid")
 
@@ -255,6 +271,10 @@ def _codecs(
     if interleaved:
         # segments hold (rows, width, band); the array is (band, y, x)
         codecs.append(TransposeCodec(order=(1, 2, 0)))
+    if page.compression == _JPEG:
+        codecs.append(BytesCodec(endian=None if dtype.itemsize == 1 else "little"))
+        codecs.append(_jpeg_codec(page, segment))
+        return codecs
     predictor = int(page.predictor)
     byteorder = "<" if predictor > 1 else page.parent.byteorder
     endian: Literal["little", "big"] = "little" if byteorder == "<" else "big"
@@ -273,6 +293,31 @@ def _codecs(
     if compressor is not None:
         codecs.append(compressor)
     return codecs
+
+
+def _jpeg_codec(page: Any, segment: tuple[int, int]) -> TIFFJPEGCodec:
+    """JPEG decoding with the tables and colour spaces tifffile uses for ``page``."""
+    from tifffile.tifffile import jpeg_decode_colorspace
+
+    colorspace, outcolorspace = jpeg_decode_colorspace(
+        int(page.photometric),
+        int(page.planarconfig),
+        tuple(page.extrasamples),
+        bool(page.is_jfif),
+    )
+    return TIFFJPEGCodec.from_tables(
+        page.jpegtables,
+        rows=segment[0],
+        width=segment[1],
+        colorspace=None if colorspace is None else int(colorspace),
+        outcolorspace=_colorspace(outcolorspace),
+    )
+
+
+def _colorspace(value: Any) -> int | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return int(value)
 
 
 def _compressor(compression: int) -> Any:

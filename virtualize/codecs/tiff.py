@@ -33,6 +33,7 @@ __all__ = [
     "TIFFPackBitsCodec",
     "TIFFPredictorCodec",
     "TIFFStripCodec",
+    "TIFFWebPCodec",
 ]
 
 
@@ -335,16 +336,7 @@ class TIFFJPEGCodec(_TIFFBytesCodec):
         decoded = self._decode_array(data)
         if decoded.dtype.itemsize != native.itemsize or decoded.dtype.kind != native.kind:
             raise ValueError(f"a JPEG segment decoded to {decoded.dtype}, expected {native}")
-        decoded = decoded.reshape(decoded.shape[0], decoded.shape[1], -1)
-        rows, width, bands = decoded.shape
-        if rows > self.rows or width > self.width or bands != samples:
-            raise ValueError(
-                f"a JPEG segment decoded to {decoded.shape}, "
-                f"expected at most ({self.rows}, {self.width}, {samples})"
-            )
-        out = np.zeros((self.rows, self.width, samples), dtype=native)
-        out[:rows, :width] = decoded
-        return out.tobytes()
+        return _pad_segment(decoded, self.rows, self.width, samples, native, "JPEG")
 
     def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
         native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
@@ -352,3 +344,74 @@ class TIFFJPEGCodec(_TIFFBytesCodec):
         if values.shape[-1] == 1:
             values = values[..., 0]
         return bytes(_imagecodecs().jpeg8_encode(values, level=95))
+
+
+def _pad_segment(
+    decoded: np.ndarray, rows: int, width: int, samples: int, native: np.dtype[Any], name: str
+) -> bytes:
+    """``decoded`` as little-endian bytes of a whole ``(rows, width, samples)`` chunk, zero-padded."""
+    decoded = decoded.reshape(decoded.shape[0], decoded.shape[1], -1)
+    got_rows, got_width, bands = decoded.shape
+    if got_rows > rows or got_width > width or bands != samples:
+        raise ValueError(
+            f"a {name} segment decoded to {decoded.shape}, "
+            f"expected at most ({rows}, {width}, {samples})"
+        )
+    out = np.zeros((rows, width, samples), dtype=native)
+    out[:got_rows, :got_width] = decoded
+    return out.tobytes()
+
+
+@dataclass(frozen=True)
+class TIFFWebPCodec(_TIFFBytesCodec):
+    """TIFF WebP (compression 50001), decoded as tifffile does.
+
+    One segment is decoded with ``imagecodecs.webp_decode(data)``, or, for four samples per
+    pixel, ``webp_decode(data, hasalpha=True)`` (tifffile's call: a segment may omit an
+    all-opaque alpha channel). The decoded ``(rows, width, samples)`` uint8 values are padded
+    with zeros at the bottom and right to a whole chunk (a last strip, or an edge tile stored
+    short, covers only the image's remaining pixels).
+
+    Parameters
+    ----------
+    rows, width
+        The segment's shape (``RowsPerStrip`` or ``TileLength``, and its width).
+    hasalpha
+        Decode to four samples (RGBA) even if the segment stores no alpha.
+    """
+
+    codec_name: ClassVar[str] = "virtualize.tiff_webp"
+    is_fixed_size = False
+
+    rows: int
+    width: int
+    hasalpha: bool
+
+    def __init__(self, *, rows: int, width: int, hasalpha: bool = False) -> None:
+        if int(rows) < 1 or int(width) < 1:
+            raise ValueError(f"rows and width must be positive, got {rows!r}, {width!r}")
+        object.__setattr__(self, "rows", int(rows))
+        object.__setattr__(self, "width", int(width))
+        object.__setattr__(self, "hasalpha", bool(hasalpha))
+
+    def configuration(self) -> dict[str, JSON]:
+        return {"rows": self.rows, "width": self.width, "hasalpha": self.hasalpha}
+
+    def decode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
+        size = _chunk_nbytes(chunk_spec)
+        samples = size // (self.rows * self.width * native.itemsize)
+        imagecodecs = _imagecodecs()
+        if self.hasalpha:
+            decoded = imagecodecs.webp_decode(data, hasalpha=True)
+        else:
+            decoded = imagecodecs.webp_decode(data)
+        decoded = np.asarray(decoded)
+        if decoded.dtype != native:
+            raise ValueError(f"a WebP segment decoded to {decoded.dtype}, expected {native}")
+        return _pad_segment(decoded, self.rows, self.width, samples, native, "WebP")
+
+    def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
+        values = np.frombuffer(data, dtype=native).reshape(self.rows, self.width, -1)
+        return bytes(_imagecodecs().webp_encode(values, lossless=True))

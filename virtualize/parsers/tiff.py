@@ -28,7 +28,8 @@ chunks and read as the fill value, tifffile's ``nodata`` (``GDAL_NODATA``, else 
 Compressions: none (1), deflate (8, 32946; zarr's ``numcodecs.zlib``), LZW (5), PackBits
 (32773), zstd (50000; zarr's ``zstd``) and JPEG (7, with its ``JPEGTables``; YCbCr,
 subsampled or not, converted to RGB by libjpeg as tifffile does;
-:class:`~virtualize.codecs.tiff.TIFFJPEGCodec`), with predictor none (1), horizontal differencing
+:class:`~virtualize.codecs.tiff.TIFFJPEGCodec`) and WEBP (50001; 8-bit interleaved RGB or
+RGBA, :class:`~virtualize.codecs.tiff.TIFFWebPCodec`), with predictor none (1), horizontal differencing
 (2; of floats too, as tifffile undoes it) or floating point (3, floats); samples of 8, 16, 32 or 64 bits, unsigned,
 signed or floating point; either byte order; classic TIFF and BigTIFF. Anything else is
 refused with :class:`~virtualize.errors.UnsupportedFeatureError`.
@@ -54,6 +55,7 @@ from virtualize.codecs.tiff import (
     TIFFPackBitsCodec,
     TIFFPredictorCodec,
     TIFFStripCodec,
+    TIFFWebPCodec,
 )
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError
 from virtualize.io import ObstoreFile, head
@@ -73,7 +75,8 @@ _DEFLATE = (8, 32946)
 _PACKBITS = 32773
 _ZSTD = 50000
 _JPEG = 7
-_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD, _JPEG)
+_WEBP = 50001
+_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD, _JPEG, _WEBP)
 _YCBCR = 6
 
 
@@ -186,6 +189,8 @@ def _check_page(page: Any, url: str) -> None:
     if page.compression == _JPEG:
         _check_jpeg(page, url)
         return  # tifffile ignores FillOrder and the predictor with JPEG
+    if page.compression == _WEBP:
+        _check_webp(page, url)
     if page.fillorder != 1:
         raise _refuse(url, "FillOrder 2 (bit-reversed bytes) is not supported")
     if page.photometric == _YCBCR and tuple(page.subsampling or (1, 1)) != (1, 1):
@@ -199,6 +204,15 @@ def _check_jpeg(page: Any, url: str) -> None:
         raise _refuse(url, "JPEG segments without their own header (NDPI) are not supported")
     if page.bitspersample not in (8, 16):
         raise _refuse(url, f"JPEG of {page.bitspersample} bits per sample is not supported")
+
+
+def _check_webp(page: Any, url: str) -> None:
+    if int(page.samplesperpixel) not in (3, 4) or page.planarconfig != 1:
+        raise _refuse(url, "WEBP other than interleaved RGB or RGBA is not supported")
+    if page.bitspersample != 8:
+        raise _refuse(url, f"WEBP of {page.bitspersample} bits per sample is not supported")
+    if page.predictor != 1:
+        raise _refuse(url, f"WEBP with predictor {int(page.predictor)} is not supported")
 
 
 def _check_predictor(page: Any, dtype: np.dtype[Any], url: str) -> None:
@@ -274,6 +288,10 @@ def _codecs(
     if page.compression == _JPEG:
         codecs.append(BytesCodec(endian=None if dtype.itemsize == 1 else "little"))
         codecs.append(_jpeg_codec(page, segment))
+        return codecs
+    if page.compression == _WEBP:
+        codecs.append(BytesCodec(endian=None))
+        codecs.append(TIFFWebPCodec(rows=segment[0], width=segment[1], hasalpha=samples == 4))
         return codecs
     predictor = int(page.predictor)
     byteorder = "<" if predictor > 1 else page.parent.byteorder

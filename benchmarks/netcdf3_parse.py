@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,10 @@ STATIONS = 10
 VARIABLES = {"time": ("f8", 0), "temperature": ("f4", STATIONS), "flag": ("i2", 5)}
 CASES = {"virtualize": "virtualize", "virtualizarr": "VirtualiZarr"}
 Parse = Callable[[], Any]
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mfdataset import git_revision, machine  # noqa: E402
 
 
 def spec() -> dict[str, Any]:
@@ -242,26 +245,6 @@ def table(results: dict[str, dict[str, Any]], repeats: int, warm: int, size: int
     else:
         lines.append("VirtualiZarr is not installed here: its row is skipped")
     return "\n".join(lines)
-
-
-def git_revision() -> str:
-    """The commit measured, marked ``-dirty`` when the working tree has changes."""
-    proc = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
-    )
-    return proc.stdout.strip() or "unknown"
-
-
-def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
-    }
 
 
 def main() -> None:

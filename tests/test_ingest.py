@@ -431,3 +431,22 @@ def test_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["verify", str(repo), "--sample", "100"]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH" in out and files[2].name in out
+
+
+def test_a_batch_of_only_bad_files_is_recorded(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    write_archive(archive, 3)
+    bad = [write_corrupt(archive, day) for day in (3, 4)]
+    report = vz.ingest(
+        str(archive / "day*.nc"),
+        str(tmp_path / "repo"),
+        concat_dim="time",
+        registry=registry_for(archive),
+        batch_size=3,
+        on_error="skip",
+        progress=False,
+    )
+    assert sorted(url for url, _ in report.skipped) == [b.resolve().as_uri() for b in bad]
+    [newest, _] = ingest_commits(tmp_path / "repo")
+    assert newest.files == () and len(newest.skipped) == 2
+    assert all("InvalidFileError" in error for _, error in newest.skipped)

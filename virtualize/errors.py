@@ -7,6 +7,9 @@ of a 100,000-file ingest says exactly which file and variable failed and why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "ChunkReadError",
     "ConcatenationError",
@@ -97,7 +100,26 @@ class InvalidFileError(VirtualizeError):
 
 
 class NoFilesError(VirtualizeError, FileNotFoundError):
-    """A glob or listing matched no files."""
+    """A glob or listing matched no files, or none of the files could be opened.
+
+    Attributes
+    ----------
+    failures
+        When files were found but none opened: each one's
+        :class:`~virtualize.executors.TaskFailure` (url, error, attempts).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        url: str | None = None,
+        variable: str | None = None,
+        hint: str | None = None,
+        failures: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(reason, url=url, variable=variable, hint=hint)
+        self.failures = list(failures)
 
 
 class UnsupportedFeatureError(VirtualizeError):

@@ -278,8 +278,8 @@ def _ingest_batch(
             combine="by_coords",
             **options,
         )
-    except NoFilesError:
-        dataset, failures = None, _failures_of_batch(batch, runner, options)
+    except NoFilesError as error:
+        dataset, failures = None, error.failures
     if failures and on_error == "raise":
         first = failures[0]
         first.error.add_note(f"nothing of this batch was committed ({len(batch)} files)")
@@ -314,27 +314,6 @@ def _ingest_batch(
         references=references,
         by_ingest=True,
     )
-
-
-def _failures_of_batch(batch: list[str], runner: Any, options: dict[str, Any]) -> list[Any]:
-    """Every file of a batch failed: open them again, one at a time, for their errors."""
-    from virtualize.executors import TaskFailure
-    from virtualize.xarray import open_virtual_dataset
-
-    failures = []
-    for index, url in enumerate(batch):
-        try:
-            open_virtual_dataset(
-                url,
-                parser=options["parser"],
-                registry=options["registry"],
-                group=options["group"],
-                loadable_variables=options["loadable_variables"],
-                drop_variables=options["drop_variables"],
-            )
-        except Exception as error:
-            failures.append(TaskFailure(index, url, error, 1))
-    return failures
 
 
 def _write_batch(

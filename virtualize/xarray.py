@@ -336,7 +336,8 @@ def open_virtual_mfdataset(
         raise NoFilesError(
             f"none of the {len(urls)} files could be opened",
             url=urls[0] if urls else None,
-            hint="Look at the failures (on_error='record') to see why",
+            hint="Look at the failures (on_error='record', or this error's .failures)",
+            failures=failures,
         )
     datasets: list[xr.Dataset] = [opened[i] for i in kept]  # type: ignore[misc]
     kept_urls = [urls[i] for i in kept]

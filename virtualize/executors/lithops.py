@@ -278,6 +278,8 @@ class _LithopsDispatch(Dispatch[_Slot]):
             self.fexec.job_monitor.remove(futures)
             self.fexec.compute_handler.clear(job_keys, exception=CancelledError())
         except Exception:
+            # Best effort, on internals: the calls' results are dropped below either way, so
+            # a call that can't be stopped only runs on unobserved.
             pass
         for future in futures:
             self._calls.pop(id(future), None)

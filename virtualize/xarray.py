@@ -531,7 +531,7 @@ def open_virtual_datatree(
     xarray.DataTree
     """
     drop = list(drop_variables or ())
-    root, registry = _parse(url, parser, registry, group, [])
+    root, registry = _parse(url, parser, registry, group, [], tree=True)
     loadable = list(loadable_variables) if loadable_variables is not None else None
     datasets = {
         "/" + path if path else "/": construct_virtual_dataset(
@@ -553,16 +553,23 @@ def _parse(
     registry: ObjectStoreRegistry | None,
     group: str | None,
     drop_variables: list[str],
+    *,
+    tree: bool = False,
 ) -> tuple[ManifestGroup, ObjectStoreRegistry]:
     """Parse ``url`` (detecting the format if no parser is given) and return the selected
     group and the registry used. ``drop_variables`` reach a detected parser, so variables it
-    would refuse can be left out before it refuses them."""
+    would refuse can be left out before it refuses them. With ``tree``, a parser that
+    returns more groups on request (``for_tree()``, e.g. a COG's overviews) is asked to."""
     normalised = normalize_url(url)
     if registry is None:
         registry = ObjectStoreRegistry.for_urls([normalised])
     if parser is None:
         parser = detect(normalised, registry, group=group, drop_variables=drop_variables)
+        if tree and hasattr(parser, "for_tree"):
+            parser = parser.for_tree()
         return parser(normalised, registry).group, registry
+    if tree and hasattr(parser, "for_tree"):
+        parser = parser.for_tree()
     return _select_group(parser(normalised, registry).group, group, normalised), registry
 
 

@@ -8,8 +8,19 @@ compression. virtualize describes a segment as a zarr chunk with the codecs, in 
 so that decoding runs: decompress (zarr's ``numcodecs.zlib`` / ``zstd``, or
 :class:`TIFFLZWCodec`, :class:`TIFFPackBitsCodec`), pad the last, short strip to a whole chunk
 (:class:`TIFFStripCodec`), undo the predictor (:class:`TIFFPredictorCodec`), interpret the
-bytes. JPEG (compression 7) segments are decoded and padded to whole chunks in one step,
-:class:`TIFFJPEGCodec` (after ``bytes``, with no strip or predictor codec). The decoders are imagecodecs', the ones tifffile calls; none is written here.
+bytes. Samples that are not whole numpy values take the place of ``tiff_strip``, padding the
+last strip themselves: packed bits (bilevel, masks, 2 to 31 bits; :class:`TIFFUnpackCodec`,
+after the predictor) and complex integers (:class:`TIFFComplexIntCodec`)::
+
+    [transpose], bytes, [tiff_predictor], tiff_unpack, [compressor]
+    bytes, tiff_complex_int, [compressor]
+
+LERC (compression 34887) segments are decoded, with their deflate or zstd wrapping, and
+padded to whole chunks in one step, :class:`TIFFLERCCodec`, in the compressor's place
+(``[transpose], bytes, [tiff_predictor], tiff_lerc``). JPEG (compression 7) and WEBP
+segments are decoded and padded to whole chunks in one step too, :class:`TIFFJPEGCodec` and
+:class:`TIFFWebPCodec` (``[transpose], bytes, tiff_jpeg``, with no strip or predictor
+codec). The decoders are imagecodecs', the ones tifffile calls; none is written here.
 """
 
 from __future__ import annotations
@@ -28,11 +39,14 @@ from zarr.core.buffer import Buffer
 from zarr.core.common import JSON, parse_named_configuration
 
 __all__ = [
+    "TIFFComplexIntCodec",
     "TIFFJPEGCodec",
+    "TIFFLERCCodec",
     "TIFFLZWCodec",
     "TIFFPackBitsCodec",
     "TIFFPredictorCodec",
     "TIFFStripCodec",
+    "TIFFUnpackCodec",
     "TIFFWebPCodec",
 ]
 
@@ -415,3 +429,275 @@ class TIFFWebPCodec(_TIFFBytesCodec):
         native = chunk_spec.dtype.to_native_dtype().newbyteorder("<")
         values = np.frombuffer(data, dtype=native).reshape(self.rows, self.width, -1)
         return bytes(_imagecodecs().webp_encode(values, lossless=True))
+
+
+def _fit_rows(data: bytes, rows: int, size: int, name: str) -> bytes:
+    """``data`` cut or zero-padded to ``size`` bytes of ``rows`` whole rows (a short last strip)."""
+    if len(data) >= size:
+        return data[:size]
+    row = size // rows
+    if row == 0 or len(data) % row:
+        raise ValueError(f"a {name} segment of {len(data)} bytes is not whole {row}-byte rows")
+    return data + bytes(size - len(data))
+
+
+def _check_byteorder(byteorder: str) -> None:
+    if byteorder not in ("<", ">"):
+        raise ValueError(f"byteorder must be '<' or '>', got {byteorder!r}")
+
+
+_LERC_COMPRESSIONS: dict[int, Literal["deflate", "zstd"] | None] = {
+    0: None,
+    1: "deflate",
+    2: "zstd",
+}
+
+
+@dataclass(frozen=True)
+class TIFFLERCCodec(_TIFFBytesCodec):
+    """TIFF LERC (compression 34887), decoded as tifffile does.
+
+    One segment is decoded with ``imagecodecs.lerc_decode(data)``, tifffile's call; it also
+    undoes the deflate or zstd wrapping the ``LercParameters`` tag (50674) announces, which it
+    recognises by the stream's header. The values' bytes are returned as decoded, which is
+    how they were stored: tifffile reads them in the file's byte order (GDAL encodes a
+    big-endian file's values byte-swapped), so the ``bytes`` codec before this one must say
+    the file's byte order. A segment decoded short (the last strip, or an edge tile covering
+    only the image's remaining pixels) is padded with zeros at the bottom and right to a
+    whole chunk. Like a decompressor, this may follow a :class:`TIFFPredictorCodec`, which
+    tifffile applies to LERC-decoded values too.
+
+    Parameters
+    ----------
+    rows, width
+        The segment's shape (``RowsPerStrip`` or ``TileLength``, and its width).
+    samples
+        Samples per pixel interleaved in a segment (1 for one band or planar).
+    compression
+        The additional compression of ``LercParameters``: 0 none, 1 deflate, 2 zstd (used
+        to encode; decoding recognises it).
+    """
+
+    codec_name: ClassVar[str] = "virtualize.tiff_lerc"
+
+    rows: int
+    width: int
+    samples: int
+    compression: int
+
+    def __init__(self, *, rows: int, width: int, samples: int = 1, compression: int = 0) -> None:
+        if int(rows) < 1 or int(width) < 1 or int(samples) < 1:
+            raise ValueError(
+                f"rows, width and samples must be positive, got {rows!r}, {width!r}, {samples!r}"
+            )
+        if int(compression) not in _LERC_COMPRESSIONS:
+            raise ValueError(f"LERC compression must be 0, 1 or 2, got {compression!r}")
+        object.__setattr__(self, "rows", int(rows))
+        object.__setattr__(self, "width", int(width))
+        object.__setattr__(self, "samples", int(samples))
+        object.__setattr__(self, "compression", int(compression))
+
+    def configuration(self) -> dict[str, JSON]:
+        return {
+            "rows": self.rows,
+            "width": self.width,
+            "samples": self.samples,
+            "compression": self.compression,
+        }
+
+    def decode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype()
+        decoded = np.asarray(_imagecodecs().lerc_decode(data))
+        if decoded.dtype.itemsize != native.itemsize or decoded.dtype.kind != native.kind:
+            raise ValueError(f"a LERC segment decoded to {decoded.dtype}, expected {native}")
+        if decoded.ndim not in (2, 3):
+            raise ValueError(f"a LERC segment decoded to shape {decoded.shape}")
+        # the bytes as decoded, not swapped: tifffile reads them with numpy.frombuffer
+        return _pad_segment(decoded, self.rows, self.width, self.samples, decoded.dtype, "LERC")
+
+    def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        native = chunk_spec.dtype.to_native_dtype().newbyteorder("=")
+        values = np.frombuffer(data, dtype=native).reshape(self.rows, self.width, self.samples)
+        encoded = _imagecodecs().lerc_encode(
+            values if self.samples > 1 else values[..., 0],
+            level=0.0,
+            compression=_LERC_COMPRESSIONS[self.compression],
+        )
+        return bytes(encoded)
+
+
+@dataclass(frozen=True)
+class TIFFUnpackCodec(_TIFFBytesCodec):
+    """Unpack samples stored at a bit depth numpy lacks, as tifffile does.
+
+    Bilevel images and GDAL's internal masks (1 bit, read as bool) and samples of 2 to 31
+    bits (read as uint8, uint16 or uint32, the smallest that holds them) are packed
+    MSB-first, each row of ``width * samples`` values starting on a byte. They are unpacked
+    with ``imagecodecs.packints_decode(data, dtype, bitspersample, runlen=width * samples)``,
+    tifffile's call (with ``dtype`` in the file's byte order, which tifffile passes and the
+    decoder heeds for some depths), and returned as little-endian values, so the ``bytes``
+    codec before this one must say ``endian: little``; a following :class:`TIFFPredictorCodec`
+    must read ``byteorder: "<"``. Like tifffile, values are not inverted for ``MinIsWhite``.
+    A short last strip is padded with zeros to a whole chunk (this replaces
+    :class:`TIFFStripCodec`, whose sizes would be those of unpacked data).
+
+    Parameters
+    ----------
+    bitspersample
+        Bits of one sample, 1 to 32.
+    rows, width
+        The segment's shape (``RowsPerStrip`` or ``TileLength``, and its width).
+    samples
+        Samples per pixel interleaved in a segment (1 for one band or planar).
+    byteorder
+        The file's byte order, ``"<"`` or ``">"``.
+    fillorder
+        ``FillOrder``: 2 reverses the bits of each byte first, as tifffile does; tifffile
+        reverses the stored (compressed) bytes, so this matches only uncompressed segments.
+    """
+
+    codec_name: ClassVar[str] = "virtualize.tiff_unpack"
+
+    bitspersample: int
+    rows: int
+    width: int
+    samples: int
+    byteorder: Literal["<", ">"]
+    fillorder: int
+
+    def __init__(
+        self,
+        *,
+        bitspersample: int,
+        rows: int,
+        width: int,
+        samples: int = 1,
+        byteorder: Literal["<", ">"] = "<",
+        fillorder: int = 1,
+    ) -> None:
+        if not 1 <= int(bitspersample) <= 32:
+            raise ValueError(f"bitspersample must be 1 to 32, got {bitspersample!r}")
+        if int(rows) < 1 or int(width) < 1 or int(samples) < 1:
+            raise ValueError(
+                f"rows, width and samples must be positive, got {rows!r}, {width!r}, {samples!r}"
+            )
+        _check_byteorder(byteorder)
+        if int(fillorder) not in (1, 2):
+            raise ValueError(f"fillorder must be 1 or 2, got {fillorder!r}")
+        object.__setattr__(self, "bitspersample", int(bitspersample))
+        object.__setattr__(self, "rows", int(rows))
+        object.__setattr__(self, "width", int(width))
+        object.__setattr__(self, "samples", int(samples))
+        object.__setattr__(self, "byteorder", byteorder)
+        object.__setattr__(self, "fillorder", int(fillorder))
+
+    def configuration(self) -> dict[str, JSON]:
+        return {
+            "bitspersample": self.bitspersample,
+            "rows": self.rows,
+            "width": self.width,
+            "samples": self.samples,
+            "byteorder": self.byteorder,
+            "fillorder": self.fillorder,
+        }
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """tifffile's type of the unpacked samples (``TIFF.SAMPLE_DTYPES``), little-endian."""
+        bits = self.bitspersample
+        if bits == 1:
+            return np.dtype("?")
+        return np.dtype("<u1" if bits <= 8 else "<u2" if bits <= 16 else "<u4")
+
+    def _check_dtype(self, chunk_spec: ArraySpec) -> None:
+        native = chunk_spec.dtype.to_native_dtype()
+        if native.kind != self.dtype.kind or native.itemsize != self.dtype.itemsize:
+            raise ValueError(
+                f"{self.bitspersample}-bit samples unpack to {self.dtype}, not {native}"
+            )
+
+    def decode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        self._check_dtype(chunk_spec)
+        runlen = self.width * self.samples
+        row = -(-runlen * self.bitspersample // 8)
+        if len(data) < self.rows * row and len(data) % row:
+            raise ValueError(f"a packed segment of {len(data)} bytes is not whole {row}-byte rows")
+        imagecodecs = _imagecodecs()
+        if self.fillorder == 2:
+            data = bytes(imagecodecs.bitorder_decode(data))
+        stored = self.dtype.newbyteorder(self.byteorder)
+        values = imagecodecs.packints_decode(data, stored, self.bitspersample, runlen=runlen)
+        unpacked = np.asarray(values).astype(self.dtype, copy=False).tobytes()
+        return _fit_rows(unpacked, self.rows, self.rows * runlen * self.dtype.itemsize, "packed")
+
+    def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        self._check_dtype(chunk_spec)
+        runlen = self.width * self.samples
+        values = np.frombuffer(data, dtype=self.dtype).reshape(self.rows, runlen)
+        imagecodecs = _imagecodecs()
+        packed = bytes(imagecodecs.packints_encode(values, self.bitspersample, runlen=runlen))
+        return bytes(imagecodecs.bitorder_encode(packed)) if self.fillorder == 2 else packed
+
+
+@dataclass(frozen=True)
+class TIFFComplexIntCodec(_TIFFBytesCodec):
+    """Complex integers (``SampleFormat`` 5) as complex floats, as tifffile converts them.
+
+    A sample of 32 bits is a pair of int16 (real, imaginary), one of 64 bits a pair of
+    int32; tifffile reads them as complex64 and complex128:
+    ``numpy.frombuffer(data, int).astype(float).view(complex)``, in the file's byte order.
+    The complex values are returned little-endian, so the ``bytes`` codec before this one
+    must say ``endian: little``. A short last strip is padded with zeros to a whole chunk
+    (this replaces :class:`TIFFStripCodec`, whose sizes would be those of the complex
+    values). tifffile refuses a predictor with complex integers.
+
+    Parameters
+    ----------
+    intsize
+        Bytes of each integer of a pair: 2 (``CInt16``) or 4 (``CInt32``).
+    byteorder
+        The file's byte order, ``"<"`` or ``">"``.
+    rows
+        Rows per segment (``RowsPerStrip`` or ``TileLength``).
+    """
+
+    codec_name: ClassVar[str] = "virtualize.tiff_complex_int"
+
+    intsize: int
+    byteorder: Literal["<", ">"]
+    rows: int
+
+    def __init__(self, *, intsize: int, byteorder: Literal["<", ">"] = "<", rows: int) -> None:
+        if int(intsize) not in (2, 4):
+            raise ValueError(f"intsize must be 2 or 4, got {intsize!r}")
+        _check_byteorder(byteorder)
+        if int(rows) < 1:
+            raise ValueError(f"rows must be positive, got {rows!r}")
+        object.__setattr__(self, "intsize", int(intsize))
+        object.__setattr__(self, "byteorder", byteorder)
+        object.__setattr__(self, "rows", int(rows))
+
+    def configuration(self) -> dict[str, JSON]:
+        return {"intsize": self.intsize, "byteorder": self.byteorder, "rows": self.rows}
+
+    def _types(self, chunk_spec: ArraySpec) -> tuple[np.dtype[Any], np.dtype[Any]]:
+        """The stored integers' and the complex values' types."""
+        complex_type = np.dtype(f"<c{4 * self.intsize}")
+        native = chunk_spec.dtype.to_native_dtype()
+        if native.kind != "c" or native.itemsize != complex_type.itemsize:
+            raise ValueError(
+                f"pairs of {self.intsize}-byte integers are {complex_type}, not {native}"
+            )
+        return np.dtype(f"{self.byteorder}i{self.intsize}"), complex_type
+
+    def decode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        itype, ctype = self._types(chunk_spec)
+        ftype = np.dtype(f"{self.byteorder}f{2 * self.intsize}")
+        values = np.frombuffer(data, itype).astype(ftype).view(ctype.newbyteorder(self.byteorder))
+        decoded = values.astype(ctype).tobytes()
+        return _fit_rows(decoded, self.rows, _chunk_nbytes(chunk_spec), "complex integer")
+
+    def encode_bytes(self, data: bytes, chunk_spec: ArraySpec) -> bytes:
+        itype, ctype = self._types(chunk_spec)
+        parts = np.frombuffer(data, ctype).view(f"<f{2 * self.intsize}")
+        return np.rint(parts).astype(itype).tobytes()

@@ -41,6 +41,7 @@ and ``tiff:planar_configuration`` (tifffile's names).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,11 +51,14 @@ from zarr.codecs import BytesCodec, TransposeCodec, ZstdCodec
 from zarr.codecs.numcodecs import Zlib
 
 from virtualize.codecs.tiff import (
+    TIFFComplexIntCodec,
     TIFFJPEGCodec,
+    TIFFLERCCodec,
     TIFFLZWCodec,
     TIFFPackBitsCodec,
     TIFFPredictorCodec,
     TIFFStripCodec,
+    TIFFUnpackCodec,
     TIFFWebPCodec,
 )
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError
@@ -68,6 +72,10 @@ from virtualize.store import ManifestStore
 __all__ = ["TIFFParser"]
 
 VARIABLE = "data"
+MASK_VARIABLE = "mask"
+MULTISCALES_SCHEMA = (
+    "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v0.1/schema.json"
+)
 _HINT = "Convert the file (e.g. gdal_translate -co COMPRESS=DEFLATE) or open it with tifffile"
 _UNCOMPRESSED = 1
 _LZW = 5
@@ -76,27 +84,45 @@ _PACKBITS = 32773
 _ZSTD = 50000
 _JPEG = 7
 _WEBP = 50001
-_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD, _JPEG, _WEBP)
+_LERC = 34887
+_LERC_PARAMETERS = 50674
+_COMPRESSIONS = (_UNCOMPRESSED, _LZW, *_DEFLATE, _PACKBITS, _ZSTD, _JPEG, _WEBP, _LERC)
+_COMPLEX_INT = 5
 _YCBCR = 6
 
 
 class TIFFParser:
-    """Parse TIFF, BigTIFF, GeoTIFF and COG files (one IFD) into a virtual ``"data"`` array.
+    """Parse TIFF, BigTIFF, GeoTIFF and COG files into virtual arrays.
+
+    By default the store's root holds the first image as ``"data"`` (and its internal
+    mask, if any, as ``"mask"``), as :func:`rioxarray.open_rasterio` opens a file. With
+    ``multiscales=True`` (what :func:`~virtualize.open_virtual_datatree` asks for) the store
+    is a tree in the zarr ``multiscales`` convention: a root group with the ``multiscales``
+    attributes and one group per resolution level, ``"0"`` (full resolution), ``"1"``,
+    ``"2"``, ... (the COG's reduced-resolution overviews, largest first), each holding
+    ``"data"`` and ``"mask"``; any other IFD of the file is a group ``"ifd_<index>"``.
 
     Parameters
     ----------
     ifd
-        Index of the IFD (page) to open; None (default) for the first.
+        Index of one IFD (page) to open alone, as the root group's ``"data"``; None
+        (default) for the first image and its mask.
     group
-        Only the root (None, ``""`` or ``"/"``): a TIFF image has no groups. Accepted so that
-        ``open_virtual_dataset`` can pass it to every parser.
+        One group of the multiscale tree to return as the root: ``"0"``, ``"1"``, ...
+        or ``"ifd_<index>"`` (implies ``multiscales=True``).
     drop_variables
-        ``["data"]`` leaves the image out (an empty dataset).
+        Variable names to leave out of every group, e.g. ``["mask"]``.
+    multiscales
+        Return every IFD as the multiscale tree described above.
+    on_unsupported
+        ``"raise"`` (default) refuses the file when an image it opens can't be referenced;
+        ``"skip"`` leaves such images out with a warning that says why.
 
     Examples
     --------
     >>> store = TIFFParser()("s3://bucket/scene.tif", registry)  # doctest: +SKIP
     >>> xr.open_zarr(store, consolidated=False, zarr_format=3)["data"]  # doctest: +SKIP
+    >>> vz.open_virtual_datatree("s3://bucket/cog.tif", registry=registry)  # doctest: +SKIP
     """
 
     def __init__(
@@ -105,48 +131,229 @@ class TIFFParser:
         ifd: int | None = None,
         group: str | None = None,
         drop_variables: Iterable[str] | None = None,
+        multiscales: bool = False,
+        on_unsupported: Literal["raise", "skip"] = "raise",
     ) -> None:
         if ifd is not None and (isinstance(ifd, bool) or not isinstance(ifd, int) or ifd < 0):
             raise ValueError(f"ifd must be a non-negative integer or None, got {ifd!r}")
-        if group not in (None, "", "/"):
-            raise ValueError(f"a TIFF image has no groups; group must be None, got {group!r}")
+        if on_unsupported not in ("raise", "skip"):
+            raise ValueError(f"on_unsupported must be 'raise' or 'skip', got {on_unsupported!r}")
         self.ifd = ifd
+        self.group = None if group in (None, "", "/") else str(group).strip("/")
+        if self.group is not None and ifd is not None:
+            raise ValueError("pass ifd= or group=, not both")
         self.drop_variables = frozenset(drop_variables or ())
+        self.multiscales = bool(multiscales) or self.group is not None
+        self.on_unsupported = on_unsupported
 
     def __repr__(self) -> str:
-        return f"TIFFParser(ifd={self.ifd!r})"
+        return (
+            f"TIFFParser(ifd={self.ifd!r}, group={self.group!r}, "
+            f"multiscales={self.multiscales!r}, on_unsupported={self.on_unsupported!r})"
+        )
+
+    def for_tree(self) -> TIFFParser:
+        """This parser, returning the multiscale tree (for ``open_virtual_datatree``)."""
+        if self.ifd is not None or self.multiscales:
+            return self
+        return TIFFParser(
+            group=self.group,
+            drop_variables=self.drop_variables,
+            multiscales=True,
+            on_unsupported=self.on_unsupported,
+        )
 
     def __call__(self, url: str, registry: ObjectStoreRegistry) -> ManifestStore:
-        """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its image."""
+        """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its images."""
         url = normalize_url(url)
         source = head(registry, url)
         store, path = registry.resolve(url)
         with ObstoreFile(store, path, int(source.size or 0)) as file:
-            page = _open_page(file, url, self.ifd or 0)
-            layout = _layout(page, url)
-        arrays = {} if VARIABLE in self.drop_variables else {VARIABLE: _array(layout, url, source)}
-        root = ManifestGroup(arrays, {}, layout.attributes)
+            pages = _open_pages(file, url)
+            builder = _Builder(self, url, source)
+            if self.ifd is not None:
+                if self.ifd >= len(pages):
+                    raise InvalidFileError(
+                        f"the file has {len(pages)} IFDs, no IFD {self.ifd}", url=url
+                    )
+                root = builder.level(_Level(pages[self.ifd], None), "")
+            elif not self.multiscales:
+                root = builder.level(_plan(pages).levels[0], "")
+            else:
+                root = builder.tree(_plan(pages))
+        if self.group is not None:
+            node = root.get_node(self.group)
+            if not isinstance(node, ManifestGroup):
+                raise InvalidFileError(
+                    f"no group {self.group!r}",
+                    url=url,
+                    hint=f"Groups here: {sorted(root.groups)}",
+                )
+            root = node
         return ManifestStore(root, registry=registry)
+
+
+# -- which IFD goes where ---------------------------------------------------------------------
+
+_REDUCED = 1
+_MASK = 4
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One resolution level: its image IFD and the internal mask IFD that masks it."""
+
+    page: Any
+    mask: Any | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The first image with its overviews (``levels[0]`` full resolution), and the rest."""
+
+    levels: list[_Level]
+    others: list[Any]
+
+
+def _plan(pages: list[Any]) -> _Plan:
+    """Sort IFDs into the first image, its overviews and masks (GDAL's COG layout: reduced
+    images flagged ``NewSubfileType`` 1, masks 4, masks of overviews 5), and the rest."""
+    main = pages[0]
+    images = [main] + [
+        p
+        for p in pages[1:]
+        if p.subfiletype & (_REDUCED | _MASK) == _REDUCED and _overview_of(p, main)
+    ]
+    masks = [p for p in pages[1:] if p.subfiletype & _MASK]
+    levels = []
+    used = {id(page) for page in images}
+    for image in images:
+        want = 0 if image is main else _REDUCED
+        mask = next(
+            (
+                m
+                for m in masks
+                if id(m) not in used
+                and m.subfiletype & _REDUCED == want
+                and _size(m) == _size(image)
+            ),
+            None,
+        )
+        if mask is not None:
+            used.add(id(mask))
+        levels.append(_Level(image, mask))
+    return _Plan(levels=levels, others=[p for p in pages if id(p) not in used])
+
+
+def _size(page: Any) -> tuple[int, int]:
+    return int(page.imagelength), int(page.imagewidth)
+
+
+def _overview_of(page: Any, main: Any) -> bool:
+    """Whether ``page`` is a reduced copy of ``main``: same samples and type, smaller."""
+    return (
+        page.samplesperpixel == main.samplesperpixel
+        and page.dtype == main.dtype
+        and _size(page)[0] <= _size(main)[0]
+        and _size(page)[1] <= _size(main)[1]
+    )
+
+
+class _Builder:
+    """Builds the groups of one file, honouring the parser's options."""
+
+    def __init__(self, parser: TIFFParser, url: str, source: SourceInfo) -> None:
+        self.parser = parser
+        self.url = url
+        self.source = source
+
+    def tree(self, plan: _Plan) -> ManifestGroup:
+        """The multiscale tree: a group per level, then a group per other IFD."""
+        groups: dict[str, ManifestGroup] = {}
+        layout: list[dict[str, Any]] = []
+        full = _size(plan.levels[0].page)
+        for number, level in enumerate(plan.levels):
+            name = str(number)
+            groups[name] = self.level(level, name)
+            if VARIABLE not in groups[name].arrays:
+                continue
+            size = _size(level.page)
+            entry: dict[str, Any] = {"asset": name}
+            if number and "0" in groups and VARIABLE in groups["0"].arrays:
+                entry["derived_from"] = "0"
+                entry["transform"] = {"scale": [full[0] / size[0], full[1] / size[1]]}
+            else:
+                entry["transform"] = {"scale": [1.0, 1.0]}
+            layout.append(entry)
+        for page in plan.others:
+            name = f"ifd_{page.index}"
+            groups[name] = self.level(_Level(page, None), name)
+        attributes = _multiscales(layout) if layout else {}
+        return ManifestGroup({}, groups, attributes)
+
+    def level(self, level: _Level, group: str) -> ManifestGroup:
+        """The group of one image: ``"data"``, and ``"mask"`` if it has one."""
+        arrays: dict[str, ManifestArray] = {}
+        attributes: dict[str, Any] = {}
+        image = self.array(level.page, group, VARIABLE)
+        if image is not None:
+            arrays[VARIABLE], attributes = image
+        if level.mask is not None:
+            mask = self.array(level.mask, group, MASK_VARIABLE)
+            if mask is not None:
+                arrays[MASK_VARIABLE] = mask[0]
+        return ManifestGroup(arrays, {}, attributes)
+
+    def array(
+        self, page: Any, group: str, name: str
+    ) -> tuple[ManifestArray, dict[str, Any]] | None:
+        if name in self.parser.drop_variables:
+            return None
+        variable = f"{group}/{name}" if group else name
+        try:
+            layout = _layout(page, self.url, variable)
+        except UnsupportedFeatureError as error:
+            if self.parser.on_unsupported != "skip":
+                raise
+            warnings.warn(f"left out: {error}", UserWarning, stacklevel=4)
+            return None
+        array = _array(layout, self.url, self.source, {"tiff:ifd": int(page.index)})
+        return array, layout.attributes
+
+
+def _multiscales(layout: list[dict[str, Any]]) -> dict[str, Any]:
+    """Group attributes of the zarr ``multiscales`` convention over the image's levels."""
+    return {
+        "zarr_conventions": [
+            {
+                "name": "multiscales",
+                "uuid": "d35379db-88df-4056-af3a-620245f8e347",
+                "schema_url": MULTISCALES_SCHEMA,
+                "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v0.1/README.md",
+            }
+        ],
+        "multiscales": {"layout": layout},
+    }
 
 
 # -- reading the IFD --------------------------------------------------------------------------
 
 
-def _open_page(file: ObstoreFile, url: str, index: int) -> Any:
-    """The tifffile page (IFD) ``index``, read while ``file`` is open."""
+def _open_pages(file: ObstoreFile, url: str) -> list[Any]:
+    """Every top-level IFD of the file as tifffile pages, read while ``file`` is open."""
     import tifffile
 
     try:
         tiff = tifffile.TiffFile(file)  # type: ignore[arg-type]  # any binary file object
+        tiff.pages.useframes = False
+        pages = [tiff.pages[index] for index in range(len(tiff.pages))]
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as error:
         raise InvalidFileError(
             f"not a readable TIFF file ({error})",
             url=url,
             hint="Pick the parser that matches the file's format",
         ) from error
-    if index >= len(tiff.pages):
-        raise InvalidFileError(f"the file has {len(tiff.pages)} IFDs, no IFD {index}", url=url)
-    return tiff.pages[index]
+    return pages
 
 
 @dataclass(frozen=True)
@@ -168,16 +375,39 @@ def _refuse(url: str, reason: str) -> UnsupportedFeatureError:
     return UnsupportedFeatureError(reason, url=url, variable=VARIABLE, hint=_HINT)
 
 
+def _layout(page: Any, url: str, variable: str = VARIABLE) -> _Layout:
+    """The layout of ``page``'s image; refusals name ``variable``."""
+    try:
+        return _page_layout(page, url)
+    except (UnsupportedFeatureError, InvalidFileError) as error:
+        if variable == VARIABLE:
+            raise
+        raise type(error)(
+            error.reason, url=error.url, variable=variable, hint=error.hint
+        ) from error.__cause__
+
+
 def _dtype(page: Any, url: str) -> np.dtype[Any]:
-    """The samples' numpy type (native byte order), refusing packed and odd ones."""
+    """The samples' numpy type (native byte order), as tifffile reads them."""
     bits = page.bitspersample
-    if isinstance(bits, tuple) or bits not in (8, 16, 32, 64):
-        raise _refuse(url, f"{bits} bits per sample (only 8, 16, 32 and 64 are referenced)")
-    if page.dtype is None or np.dtype(page.dtype).kind not in "uif":
-        raise _refuse(url, f"sample format {page.sampleformat} (only integers and floats)")
+    if isinstance(bits, tuple):
+        raise _refuse(url, f"samples of different sizes ({bits} bits) are not supported")
+    if page.dtype is None or np.dtype(page.dtype).kind not in "uifcb":
+        raise _refuse(url, f"sample format {page.sampleformat} of {bits} bits is not supported")
+    if _packed(page) and page.sampleformat != 1:
+        raise _refuse(url, f"signed or float samples of {bits} bits are not supported")
     # by kind and size: tifffile may say "Q" (ulonglong), which zarr knows as "L"
     dtype = np.dtype(page.dtype)
-    return np.dtype(f"{dtype.kind}{dtype.itemsize}")
+    return dtype if dtype.kind == "b" else np.dtype(f"{dtype.kind}{dtype.itemsize}")
+
+
+def _packed(page: Any) -> bool:
+    """Samples packed at a bit depth other than a whole 8, 16, 32, 64 or 128 bits."""
+    return page.bitspersample not in (8, 16, 32, 64, 128)
+
+
+def _complex_int(page: Any) -> bool:
+    return int(page.sampleformat) == _COMPLEX_INT
 
 
 def _check_page(page: Any, url: str) -> None:
@@ -191,8 +421,8 @@ def _check_page(page: Any, url: str) -> None:
         return  # tifffile ignores FillOrder and the predictor with JPEG
     if page.compression == _WEBP:
         _check_webp(page, url)
-    if page.fillorder != 1:
-        raise _refuse(url, "FillOrder 2 (bit-reversed bytes) is not supported")
+    if page.fillorder != 1 and not (_packed(page) and page.compression == _UNCOMPRESSED):
+        raise _refuse(url, "FillOrder 2 (bit-reversed bytes) is only supported uncompressed")
     if page.photometric == _YCBCR and tuple(page.subsampling or (1, 1)) != (1, 1):
         raise _refuse(url, "subsampled YCbCr without JPEG is not supported")
     if page.predictor not in (1, 2, 3):
@@ -220,9 +450,12 @@ def _check_predictor(page: Any, dtype: np.dtype[Any], url: str) -> None:
         return
     if page.predictor == 3 and dtype.kind != "f":
         raise _refuse(url, "the floating-point predictor (3) on integer samples is invalid")
+    if page.predictor != 1 and (_packed(page) or dtype.kind == "c"):
+        what = "complex" if dtype.kind == "c" else f"{page.bitspersample}-bit"
+        raise _refuse(url, f"a predictor on {what} samples is not supported")
 
 
-def _layout(page: Any, url: str) -> _Layout:
+def _page_layout(page: Any, url: str) -> _Layout:
     _check_page(page, url)
     dtype = _dtype(page, url)
     _check_predictor(page, dtype, url)
@@ -294,23 +527,67 @@ def _codecs(
         codecs.append(TIFFWebPCodec(rows=segment[0], width=segment[1], hasalpha=samples == 4))
         return codecs
     predictor = int(page.predictor)
-    byteorder = "<" if predictor > 1 else page.parent.byteorder
-    endian: Literal["little", "big"] = "little" if byteorder == "<" else "big"
-    codecs.append(BytesCodec(endian=None if dtype.itemsize == 1 else endian))
+    if page.compression == _LERC:
+        # LERC's values come out in the file's byte order, as tifffile reads them; the
+        # predictor codec turns them little-endian
+        codecs.append(_bytes_codec(dtype, "<" if predictor > 1 else page.parent.byteorder))
+        if predictor > 1:
+            codecs.append(_predictor_codec(page, interleaved, samples, page.parent.byteorder))
+        codecs.append(_lerc_codec(page, segment, samples if interleaved else 1))
+        return codecs
+    decoded = "<" if predictor > 1 or _packed(page) or _complex_int(page) else None
+    codecs.append(_bytes_codec(dtype, decoded or page.parent.byteorder))
     if predictor > 1:
+        codecs.append(_predictor_codec(page, interleaved, samples, page.parent.byteorder))
+    if _packed(page):
         codecs.append(
-            TIFFPredictorCodec(
-                predictor=predictor,
-                byteorder=page.parent.byteorder,
+            TIFFUnpackCodec(
+                bitspersample=int(page.bitspersample),
+                rows=segment[0],
+                width=segment[1],
                 samples=samples if interleaved else 1,
+                byteorder=page.parent.byteorder,
+                fillorder=int(page.fillorder),
             )
         )
-    if not page.is_tiled:
+    elif _complex_int(page):
+        codecs.append(
+            TIFFComplexIntCodec(
+                intsize=dtype.itemsize // 4,
+                byteorder=page.parent.byteorder,
+                rows=segment[0],
+            )
+        )
+    elif not page.is_tiled:
         codecs.append(TIFFStripCodec(rows=segment[0]))
     compressor = _compressor(int(page.compression))
     if compressor is not None:
         codecs.append(compressor)
     return codecs
+
+
+def _bytes_codec(dtype: np.dtype[Any], byteorder: str) -> BytesCodec:
+    if dtype.itemsize == 1:
+        return BytesCodec(endian=None)
+    return BytesCodec(endian="little" if byteorder == "<" else "big")
+
+
+def _predictor_codec(
+    page: Any, interleaved: bool, samples: int, byteorder: Literal["<", ">"]
+) -> TIFFPredictorCodec:
+    return TIFFPredictorCodec(
+        predictor=int(page.predictor),
+        byteorder=byteorder,
+        samples=samples if interleaved else 1,
+    )
+
+
+def _lerc_codec(page: Any, segment: tuple[int, int], samples: int) -> TIFFLERCCodec:
+    parameters = page.tags.valueof(_LERC_PARAMETERS) or (0, 0)
+    compression = int(parameters[1]) if len(parameters) > 1 else 0
+    return TIFFLERCCodec(
+        rows=segment[0], width=segment[1], samples=samples, compression=compression
+    )
 
 
 def _jpeg_codec(page: Any, segment: tuple[int, int]) -> TIFFJPEGCodec:
@@ -368,7 +645,9 @@ def _attributes(page: Any) -> dict[str, Any]:
     }
 
 
-def _array(layout: _Layout, url: str, source: SourceInfo) -> ManifestArray:
+def _array(
+    layout: _Layout, url: str, source: SourceInfo, attributes: dict[str, Any]
+) -> ManifestArray:
     # tifffile reads a segment without an offset or without bytes as missing
     present = (layout.lengths > 0) & (layout.offsets > 0)
     manifest = ChunkManifest.from_single_url(
@@ -380,7 +659,7 @@ def _array(layout: _Layout, url: str, source: SourceInfo) -> ManifestArray:
         zarr_data_type(layout.dtype),
         layout.fill_value,
         layout.codecs,
-        None,
+        attributes,
         layout.dimensions,
     )
     return ManifestArray(metadata, manifest)

@@ -569,7 +569,7 @@ def corpus_outcomes(path: Path) -> dict[int, tuple[str, str]]:
         arrays = {
             int(node.metadata.attributes["tiff:ifd"]): name
             for name, node in store.group.walk()
-            if isinstance(node, vz.ManifestArray)
+            if isinstance(node, vz.ManifestArray) and "tiff:ifd" in node.metadata.attributes
         }
         assert sorted(arrays) == list(range(len(tiff.pages))), arrays
         return {

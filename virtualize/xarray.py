@@ -72,6 +72,8 @@ def open_virtual_dataset(
     xarray.Dataset
         Virtual variables wrap :class:`~virtualize.ManifestArray` and keep their encoded
         attributes; loaded variables are decoded as :func:`xarray.open_dataset` decodes them.
+        ``encoding["source"]`` is the file's url, as xarray gives a file's path (so that a
+        ``preprocess`` function can tell files apart).
 
     Examples
     --------
@@ -90,13 +92,15 @@ def open_virtual_dataset(
                 "Pass group=... to open one, or use open_virtual_datatree",
                 stacklevel=2,
             )
-    return construct_virtual_dataset(
+    dataset = construct_virtual_dataset(
         manifest_group,
         registry=registry,
         loadable_variables=loadable_variables,
         drop_variables=drop,
         decode_times=decode_times,
     )
+    dataset.encoding["source"] = normalize_url(url)
+    return dataset
 
 
 @overload

@@ -86,7 +86,7 @@ from virtualize.parsers.hdf_common import (
     contiguous_chunks,
     contiguous_manifest,
 )
-from virtualize.parsers.inline import encode_chunks, inline_manifest
+from virtualize.parsers.inline import inline_array
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -521,30 +521,6 @@ def _bytes_codec(dtype: np.dtype[Any], endian: Literal["big", "little"]) -> Byte
     return BytesCodec(endian=endian if dtype.itemsize > 1 else None)
 
 
-def _inline_array(
-    values: np.ndarray, dims: tuple[str, ...], attributes: dict[str, Any] | None = None
-) -> ManifestArray:
-    """An array held inline (values read at parse time), in one chunk."""
-    values = np.asarray(values)
-    dtype = values.dtype.newbyteorder("=") if values.dtype.kind not in "SUb" else values.dtype
-    values = values.astype(dtype, copy=False)
-    shape = values.shape
-    chunks = tuple(max(n, 1) for n in shape)
-    metadata = array_metadata(
-        shape,
-        chunks,
-        _zarr_type(dtype),
-        _fill(dtype),
-        [_bytes_codec(dtype, "little")],
-        attributes or {},
-        dims,
-    )
-    grid = chunk_counts(shape, chunks)
-    if any(n == 0 for n in shape):
-        return ManifestArray(metadata, ChunkManifest.empty(grid))
-    return ManifestArray(metadata, inline_manifest(grid, encode_chunks(metadata, values)))
-
-
 def _image_dims(ndim: int) -> tuple[str, ...]:
     if ndim == 1:
         return ("x",)
@@ -598,7 +574,7 @@ def _linear_coordinates(
         if values is None:
             continue
         dim = dims[naxis - axis]
-        coordinates[dim] = _inline_array(values, (dim,), _axis_attributes(header, axis))
+        coordinates[dim] = inline_array(values, (dim,), _axis_attributes(header, axis))
     return coordinates
 
 
@@ -993,7 +969,7 @@ class _FileContext:
             if not table:
                 table.append(self._read_ascii_table(hdu, name))
             values = np.asarray(table[0].field(index))
-            return _inline_array(values, ("row",), _column_attributes(header, index + 1))
+            return inline_array(values, ("row",), _column_attributes(header, index + 1))
 
         return header, {
             _node_name(column): functools.partial(column_array, index)

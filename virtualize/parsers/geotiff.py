@@ -39,6 +39,7 @@ import importlib
 import json
 import math
 import re
+import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from typing import Any
@@ -720,7 +721,10 @@ def _geographic_proj(pyproj: Any, geokeys: dict[int, Any]) -> str | None:
         and 0 < gcs < _USER_DEFINED
         and not _overrides_ellipsoid(pyproj, geokeys, gcs)
     ):
-        proj4 = pyproj.CRS.from_epsg(gcs).to_proj4()
+        with warnings.catch_warnings():
+            # only the datum and ellipsoid parameters are taken from it: nothing is lost
+            warnings.simplefilter("ignore", UserWarning)
+            proj4 = pyproj.CRS.from_epsg(gcs).to_proj4()
         parts = [p for p in proj4.split() if not p.startswith(("+proj=", "+no_defs", "+type="))]
     else:
         ellipsoid = geokeys.get(2056)

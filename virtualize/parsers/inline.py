@@ -15,12 +15,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BytesCodec
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.storage import MemoryStore
 
-from virtualize.manifests import INLINE, MISSING, ChunkManifest
+from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray
 
-__all__ = ["encode_chunks", "inline_manifest"]
+__all__ = ["encode_chunks", "inline_array", "inline_manifest"]
 
 
 def encode_chunks(
@@ -121,3 +122,48 @@ def inline_manifest(
     return ChunkManifest(
         [], path_ids, np.zeros(grid_shape, dtype=np.uint64), lengths, inline=inline
     )
+
+
+def inline_array(
+    values: Any, dims: tuple[str, ...], attributes: dict[str, Any] | None = None
+) -> ManifestArray:
+    """An array whose values are known at parse time (a computed coordinate, a small table),
+    held inline in one chunk, little-endian.
+
+    Parameters
+    ----------
+    values
+        The array's values (any shape, including a scalar).
+    dims
+        Its dimension names.
+    attributes
+        Its attributes.
+    """
+    from virtualize.parsers.hdf_common import array_metadata, chunk_counts
+
+    values = np.asarray(values)
+    dtype = values.dtype.newbyteorder("=") if values.dtype.kind not in "SUb" else values.dtype
+    values = values.astype(dtype, copy=False)
+    shape = values.shape
+    chunks = tuple(max(n, 1) for n in shape)
+    metadata = array_metadata(
+        shape,
+        chunks,
+        get_data_type_from_native_dtype(dtype),
+        _default_fill(dtype),
+        [BytesCodec(endian="little" if dtype.itemsize > 1 else None)],
+        attributes or {},
+        dims,
+    )
+    grid = chunk_counts(shape, chunks)
+    if any(n == 0 for n in shape):
+        return ManifestArray(metadata, ChunkManifest.empty(grid))
+    return ManifestArray(metadata, inline_manifest(grid, encode_chunks(metadata, values)))
+
+
+def _default_fill(dtype: np.dtype[Any]) -> Any:
+    if dtype.kind == "b":
+        return False
+    if dtype.kind == "U":
+        return ""
+    return 0

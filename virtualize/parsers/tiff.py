@@ -40,10 +40,11 @@ and ``tiff:planar_configuration`` (tifffile's names).
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -64,8 +65,16 @@ from virtualize.codecs.tiff import (
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError
 from virtualize.io import ObstoreFile, head
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
+from virtualize.parsers.attributes import encode_fill_value
+from virtualize.parsers.geotiff import (
+    GeoReference,
+    level_transform,
+    pixel_centres,
+    read_georeference,
+)
 from virtualize.parsers.hdf_common import array_metadata
 from virtualize.parsers.hdf_types import zarr_data_type
+from virtualize.parsers.inline import inline_array
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -73,6 +82,7 @@ __all__ = ["TIFFParser"]
 
 VARIABLE = "data"
 MASK_VARIABLE = "mask"
+SPATIAL_REF = "spatial_ref"
 MULTISCALES_SCHEMA = (
     "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v0.1/schema.json"
 )
@@ -193,6 +203,18 @@ class TIFFParser:
         return ManifestStore(root, registry=registry)
 
 
+class _NoDataLogFilter(logging.Filter):
+    """Drops tifffile's warning that GDAL_NODATA doesn't fit the sample type: the parser
+    reads that tag itself (:mod:`virtualize.parsers.geotiff`) and says what it does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "GDAL_NODATA" not in record.getMessage()
+
+
+if not any(isinstance(f, _NoDataLogFilter) for f in logging.getLogger("tifffile").filters):
+    logging.getLogger("tifffile").addFilter(_NoDataLogFilter())
+
+
 # -- which IFD goes where ---------------------------------------------------------------------
 
 _REDUCED = 1
@@ -292,20 +314,39 @@ class _Builder:
         return ManifestGroup({}, groups, attributes)
 
     def level(self, level: _Level, group: str) -> ManifestGroup:
-        """The group of one image: ``"data"``, and ``"mask"`` if it has one."""
+        """The group of one image: ``"data"`` and ``"mask"`` if it has one, with the
+        coordinates and ``spatial_ref`` of its georeferencing, if any."""
         arrays: dict[str, ManifestArray] = {}
         attributes: dict[str, Any] = {}
-        image = self.array(level.page, group, VARIABLE)
+        georeference = self.georeference(level.page)
+        image = self.array(level.page, group, VARIABLE, georeference)
         if image is not None:
             arrays[VARIABLE], attributes = image
         if level.mask is not None:
-            mask = self.array(level.mask, group, MASK_VARIABLE)
+            mask = self.array(level.mask, group, MASK_VARIABLE, georeference)
             if mask is not None:
                 arrays[MASK_VARIABLE] = mask[0]
+        if arrays and georeference is not None:
+            arrays.update(_coordinates(georeference, level.page))
         return ManifestGroup(arrays, {}, attributes)
 
+    def georeference(self, page: Any) -> GeoReference | None:
+        """The page's georeferencing; an overview without GeoTIFF tags of its own takes the
+        first image's, at its resolution (as GDAL does)."""
+        own = read_georeference(page, self.url)
+        if own is not None or not page.subfiletype & _REDUCED or page.index == 0:
+            return own
+        main = read_georeference(page.parent.pages[0], self.url)
+        if main is None or main.transform is None or not _overview_of(page, page.parent.pages[0]):
+            return main if main is not None and main.transform is None else None
+        transform = level_transform(main.transform, _size(page.parent.pages[0]), _size(page))
+        crs = dict(main.crs_attributes)
+        if "GeoTransform" in crs:
+            crs["GeoTransform"] = " ".join(str(float(v)) for v in transform)
+        return replace(main, transform=transform, crs_attributes=crs)
+
     def array(
-        self, page: Any, group: str, name: str
+        self, page: Any, group: str, name: str, georeference: GeoReference | None
     ) -> tuple[ManifestArray, dict[str, Any]] | None:
         if name in self.parser.drop_variables:
             return None
@@ -317,8 +358,63 @@ class _Builder:
                 raise
             warnings.warn(f"left out: {error}", UserWarning, stacklevel=4)
             return None
-        array = _array(layout, self.url, self.source, {"tiff:ifd": int(page.index)})
+        attributes: dict[str, Any] = {"tiff:ifd": int(page.index)}
+        if georeference is not None and name == VARIABLE:
+            attributes.update(_data_attributes(georeference, layout.dtype, self.url, variable))
+        if georeference is not None:
+            attributes.update(_coordinate_attributes(georeference))
+        array = _array(layout, self.url, self.source, attributes)
         return array, layout.attributes
+
+
+def _data_attributes(
+    georeference: GeoReference, dtype: np.dtype[Any], url: str, variable: str
+) -> dict[str, Any]:
+    """rioxarray's attributes of the image, with the nodata value as ``_FillValue`` when
+    the data type holds it, else as ``nodata`` (and a warning)."""
+    attributes = dict(georeference.attributes)
+    nodata = georeference.nodata
+    if nodata is not None and nodata.representable:
+        value = np.asarray(nodata.value).astype(dtype)[()]  # complex from a real nodata
+        attributes["_FillValue"] = encode_fill_value(value, dtype)
+    elif nodata is not None:
+        attributes["nodata"] = nodata.text
+        warnings.warn(
+            f"{url}: variable {variable!r}: {nodata.message}; kept as attribute 'nodata', "
+            "not as _FillValue",
+            UserWarning,
+            stacklevel=6,
+        )
+    return attributes
+
+
+def _coordinate_attributes(georeference: GeoReference) -> dict[str, Any]:
+    """CF ``coordinates`` (so that readers make ``spatial_ref`` a coordinate) and
+    ``grid_mapping``."""
+    if not georeference.crs_attributes:
+        return {}
+    return {"coordinates": SPATIAL_REF, "grid_mapping": SPATIAL_REF}
+
+
+def _coordinates(georeference: GeoReference, page: Any) -> dict[str, ManifestArray]:
+    """``x``/``y`` pixel centres, ``band`` numbers and the scalar ``spatial_ref``, as
+    rioxarray builds them; held inline."""
+    height, width = _size(page)
+    arrays: dict[str, ManifestArray] = {}
+    if georeference.transform is not None:
+        centres = pixel_centres(georeference.transform, height, width)
+        # a rotated grid has no 1-D coordinates; its transform is in spatial_ref's
+        # GeoTransform (rioxarray's 2-D xc/yc would be as large as the image, held inline)
+        if centres is not None:
+            arrays["x"] = inline_array(centres[0], ("x",))
+            arrays["y"] = inline_array(centres[1], ("y",))
+    if int(page.samplesperpixel) > 1:
+        arrays["band"] = inline_array(np.arange(1, int(page.samplesperpixel) + 1), ("band",))
+    if georeference.crs_attributes:
+        arrays[SPATIAL_REF] = inline_array(
+            np.array(0, dtype=np.int64), (), georeference.crs_attributes
+        )
+    return arrays
 
 
 def _multiscales(layout: list[dict[str, Any]]) -> dict[str, Any]:

@@ -472,6 +472,24 @@ def test_an_unsupported_overview_is_refused_or_skipped(tmp_path: Path) -> None:
     assert len(store.group.attributes["multiscales"]["layout"]) == 1
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_a_tile_larger_than_the_image(tmp_path: Path, compression: str | None) -> None:
+    path = tmp_path / "oversize.tif"
+    tifffile.imwrite(path, values("int16", (20, 30)), tile=(32, 64), compression=compression)
+    store = parse(path)
+    assert store.group.arrays["data"].metadata.chunk_grid.chunk_shape == (32, 64)
+    assert_reads_as_tifffile(path)
+
+
+@pytest.mark.parametrize("predictor", [None, "floatingpoint"])
+def test_half_precision_floats(tmp_path: Path, predictor: str | None) -> None:
+    path = tmp_path / "float16.tif"
+    tifffile.imwrite(
+        path, values("float32", SHAPE).astype("float16"), compression="zlib", predictor=predictor
+    )
+    assert_reads_as_tifffile(path)
+
+
 def test_parser_is_picklable() -> None:
     parser = pickle.loads(pickle.dumps(TIFFParser(ifd=2)))
     assert parser.ifd == 2

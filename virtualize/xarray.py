@@ -520,6 +520,9 @@ def open_virtual_datatree(
 ) -> xr.DataTree:
     """Open one file as a tree of virtual datasets, one node per group.
 
+    A parser that holds more on request (``for_tree()``, e.g. a COG's overviews as a
+    multiscale tree, see :class:`~virtualize.parsers.TIFFParser`) is asked for it.
+
     Parameters
     ----------
     url, parser, registry, group, decode_times

@@ -179,7 +179,7 @@ class TIFFParser:
         source = head(registry, url)
         store, path = registry.resolve(url)
         with ObstoreFile(store, path, int(source.size or 0)) as file:
-            pages = _open_pages(file, url)
+            pages = _open_pages(file, url, every=self.multiscales, until=self.ifd or 0)
             builder = _Builder(self, url, source)
             if self.ifd is not None:
                 if self.ifd >= len(pages):
@@ -435,15 +435,25 @@ def _multiscales(layout: list[dict[str, Any]]) -> dict[str, Any]:
 # -- reading the IFD --------------------------------------------------------------------------
 
 
-def _open_pages(file: ObstoreFile, url: str) -> list[Any]:
-    """Every top-level IFD of the file as tifffile pages, read while ``file`` is open."""
+def _open_pages(file: ObstoreFile, url: str, *, every: bool, until: int = 0) -> list[Any]:
+    """The file's top-level IFDs as tifffile pages, read while ``file`` is open: all of them
+    (``every``), else IFDs 0 to ``until`` and then those that are overviews or masks (a long
+    multi-page file is not read to its end to open its first image)."""
     import tifffile
 
+    pages: list[Any] = []
     try:
         tiff = tifffile.TiffFile(file)  # type: ignore[arg-type]  # any binary file object
         tiff.pages.useframes = False
-        pages = [tiff.pages[index] for index in range(len(tiff.pages))]
-    except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as error:
+        while True:
+            try:
+                page: Any = tiff.pages[len(pages)]
+            except IndexError:
+                break
+            if not every and len(pages) > until and not page.subfiletype & (_REDUCED | _MASK):
+                break
+            pages.append(page)
+    except (tifffile.TiffFileError, ValueError, KeyError) as error:
         raise InvalidFileError(
             f"not a readable TIFF file ({error})",
             url=url,

@@ -162,6 +162,60 @@ def add_time(dataset: xr.Dataset) -> xr.Dataset:
     return dataset.expand_dims(time=[np.datetime64(stamp, "ns")])
 
 
+def test_pixel_interleaved_scenes_stack_and_ingest(tmp_path: Path) -> None:
+    """RGB stored pixel-interleaved reads band first through a transpose codec, which must
+    follow the new time axis when scenes are stacked, expanded and sliced."""
+    pytest.importorskip("icechunk")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    days = [datetime(2024, 6, day) for day in range(1, 5)]
+    images = [scene(day, (32, 48, 3)).astype("uint8") for day in range(4)]
+    for when, image in zip(days, images, strict=True):
+        tifffile.imwrite(
+            archive / f"rgb-{when:%Y%m%d}.tif",
+            image,
+            photometric="rgb",
+            tile=(16, 16),
+            compression="zlib",
+            datetime=when,
+            extratags=[
+                (33550, "d", 3, (10.0, 10.0, 0.0), True),
+                (33922, "d", 6, (0.0, 0.0, 0.0, 0.0, 320.0, 0.0), True),
+                (34735, "H", len(geokeys(32633)), geokeys(32633), True),
+            ],
+        )
+    registry = local_registry(archive)
+    expected = np.stack([np.moveaxis(image, -1, 0) for image in images])
+    stack = vz.open_virtual_mfdataset(
+        str(archive / "rgb-*.tif"),
+        registry=registry,
+        combine="nested",
+        concat_dim="time",
+        preprocess=add_time,
+    )
+    got = read(stack.virtualize.to_manifest_store(registry))
+    np.testing.assert_array_equal(got["data"].values, expected)
+    middle = stack.isel(time=slice(1, 3))
+    got = read(middle.virtualize.to_manifest_store(registry))
+    np.testing.assert_array_equal(got["data"].values, expected[1:3])
+    one = stack.isel(time=2)  # the time axis dropped again
+    got = read(one.virtualize.to_manifest_store(registry))
+    np.testing.assert_array_equal(got["data"].values, expected[2])
+    vz.ingest(
+        str(archive / "rgb-*.tif"),
+        str(tmp_path / "repo"),
+        concat_dim="time",
+        registry=registry,
+        preprocess=add_time,
+        batch_size=3,
+        progress=False,
+    )
+    repository, _ = open_repository(str(tmp_path / "repo"), registry)
+    store = repository.readonly_session("main").store
+    raw = xr.open_zarr(store, consolidated=False, zarr_format=3, chunks=None)
+    np.testing.assert_array_equal(raw["data"].values, expected, strict=True)
+
+
 def test_a_mosaic_of_tiles_combines_by_coordinates(tmp_path: Path) -> None:
     """Six tiles of 32 x 48 pixels (2 rows, 3 columns) on one grid make one 64 x 144 image."""
     whole = scene(9, (3, 64, 144))

@@ -7,9 +7,10 @@ stored in the repository itself are not sampled), and reads each one twice:
 * **through the repository**, exactly as a user's zarr reader does: ``zarr.open_array`` on a
   read-only session's store, indexed by the chunk's region, so that Icechunk resolves the
   reference (checking the checksum it recorded) and zarr applies the array's codecs;
-* **through the native reader of the source format** (h5py / xarray for HDF5 and netCDF4),
-  opened through the :class:`~virtualize.ObjectStoreRegistry`, at the same variable and the
-  region the chunk covers in that file.
+* **through the native reader of the source format** (h5py / xarray for HDF5 and netCDF4,
+  tifffile for TIFF, GeoTIFF and COG), opened through the
+  :class:`~virtualize.ObjectStoreRegistry`, at the same variable and the region the chunk
+  covers in that file.
 
 What is compared, and why
 -------------------------
@@ -21,6 +22,10 @@ float rounding and masking on top without testing anything more, and would hide 
 value behind NaN. The oracle is therefore h5py reading the source dataset's region: h5py
 applies the HDF5 filter pipeline (deflate, shuffle, Fletcher-32, scale-offset, ...) but no CF
 conventions, just as zarr applies the repository's codecs.
+
+For TIFF the oracle is tifffile decoding the tiles or strips of the region from the IFD the
+array was made from (the first image, its internal mask, an overview; band first, as the
+parser presents interleaved pixels), with its own codecs and fill value for sparse tiles.
 
 The one exception is an array carrying virtualize's ``virtualize.cf_packing`` codec: its
 packing *is* part of the codec chain (zarr returns decoded floats), so there the oracle is
@@ -47,7 +52,9 @@ by coordinates: the repository's values of the coordinate named like the dimensi
 by xarray, so files with different time units still match) over the chunk's region are found
 in the file's own values of that coordinate. Axes without a coordinate keep the same region
 when the file has the array's length there; otherwise the chunk's offset in the run of chunks
-from the same file along that axis is used.
+from the same file along that axis is used. Leading dimensions the file's variable lacks
+(``time`` given to single images by a ``preprocess`` function) must be covered one element
+per chunk, and map to nothing in the file.
 
 Adding formats
 --------------
@@ -84,7 +91,11 @@ from virtualize.io import ObstoreFile, head
 from virtualize.manifests import INLINE, ManifestArray
 from virtualize.parsers.detect import sniff_format
 from virtualize.parsers.icechunk import IcechunkParser
+from virtualize.parsers.tiff import MASK_VARIABLE as _TIFF_MASK
+from virtualize.parsers.tiff import VARIABLE as _TIFF_DATA
+from virtualize.parsers.tiff import TIFFParser, _plan
 from virtualize.registry import ObjectStoreRegistry, normalize_url
+from virtualize.store import ManifestStore
 
 if TYPE_CHECKING:
     import icechunk
@@ -95,6 +106,7 @@ __all__ = [
     "Mismatch",
     "NativeSource",
     "SampledChunk",
+    "TIFFSource",
     "Unchecked",
     "VerifyReport",
     "verify_repository",
@@ -301,7 +313,10 @@ def _plural(count: int, singular: str, plural: str | None = None) -> str:
 class NativeSource(Protocol):
     """One source file opened with its format's own library.
 
-    Variable names are ``/``-separated paths from the file's root.
+    Variable names are ``/``-separated paths from the file's root. A source may also have a
+    method ``variable(name, attributes) -> str | None`` naming the variable that an array
+    with these attributes was made from, when they tell (TIFF arrays record their IFD);
+    that name is then tried first.
     """
 
     def shape(self, name: str) -> tuple[int, ...] | None:
@@ -425,9 +440,185 @@ class HDF5Source:
         self._file.close()
 
 
+#: NewSubfileType bits of reduced-resolution images (1) and transparency masks (4)
+_OVERVIEW_OR_MASK = 1 | 4
+_TIFF_IMAGES = (_TIFF_DATA, _TIFF_MASK)
+
+
+class TIFFSource:
+    """A TIFF, GeoTIFF or COG read with tifffile's own decoding, through obstore.
+
+    Variables are named as :class:`~virtualize.parsers.TIFFParser` names them: ``"data"``
+    and ``"mask"`` (the first image and its internal mask), the same in the groups of the
+    multiscale tree (``"1/data"``, ``"1/mask"``: overviews, ``"ifd_5/data"``: another
+    IFD), and the coordinates ``x``, ``y`` and ``band`` beside them.
+
+    Parameters
+    ----------
+    url
+        The file.
+    registry
+        Authorises and serves ``url``.
+
+    Notes
+    -----
+    A region is read with ``zarr.open_array(page.aszarr())``, which decodes only the tiles
+    or strips it covers, with tifffile's codecs and its fill value for sparse segments.
+    TIFF samples carry no CF packing, so ``read(..., decode=True)`` gives the stored values
+    too.
+    """
+
+    def __init__(self, url: str, registry: ObjectStoreRegistry) -> None:
+        import tifffile
+
+        self.url = url
+        self.registry = registry
+        store, path = registry.resolve(url)
+        self._file = ObstoreFile(store, path, head(registry, url).size or 0)
+        try:
+            self._tiff = tifffile.TiffFile(self._file)  # type: ignore[arg-type]
+        except BaseException:
+            self._file.close()
+            raise
+        self._tiff.pages.useframes = False
+        self._plans: dict[bool, Any] = {}
+        self._arrays: dict[int, Any] = {}
+        self._stores: list[Any] = []
+        self._tree: ManifestStore | None = None
+        self._coordinates: dict[str, np.ndarray | None] = {}
+
+    def variable(self, name: str, attributes: dict[str, Any]) -> str | None:
+        """``"ifd_<index>/<leaf>"``: the IFD an array of the parser records in its
+        ``tiff:ifd`` attribute, wherever the array is (an overview written at the root, a
+        level's group verified as ``group=``); None without the attribute."""
+        index = attributes.get("tiff:ifd")
+        leaf = posixpath.basename(name.strip("/"))
+        if isinstance(index, bool) or not isinstance(index, int) or leaf not in _TIFF_IMAGES:
+            return None
+        return f"ifd_{index}/{leaf}"
+
+    def _page(self, name: str) -> Any | None:
+        """The IFD of the image or mask ``name``, or None. ``ifd_<index>/data`` (or
+        ``/mask``) is the IFD ``index`` itself."""
+        group, leaf = posixpath.split(name.strip("/"))
+        if leaf not in _TIFF_IMAGES:
+            return None
+        if group.startswith("ifd_") and group[4:].isdigit():
+            try:
+                return self._tiff.pages[int(group[4:])]
+            except IndexError:
+                return None
+        if group and not group.isdigit():
+            return None
+        levels = self._plan(tree=bool(group)).levels
+        number = int(group or 0)
+        if number >= len(levels):
+            return None
+        level = levels[number]
+        return level.page if leaf == _TIFF_DATA else level.mask
+
+    def _plan(self, *, tree: bool) -> Any:
+        """The parser's levels: of every IFD for the multiscale tree, else (as the parser
+        opens the first image alone) of the IFDs up to the first that is neither an
+        overview nor a mask."""
+        if tree not in self._plans:
+            pages: list[Any] = []
+            while True:
+                try:
+                    page: Any = self._tiff.pages[len(pages)]
+                except IndexError:
+                    break
+                if not tree and pages and not page.subfiletype & _OVERVIEW_OR_MASK:
+                    break
+                pages.append(page)
+            self._plans[tree] = _plan(pages)
+        return self._plans[tree]
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of the image, mask or coordinate ``name``, band first (see
+        :meth:`NativeSource.shape`)."""
+        page = self._page(name)
+        if page is None:
+            values = self.coordinate(name)
+            return None if values is None else values.shape
+        height, width = int(page.imagelength), int(page.imagewidth)
+        samples = int(page.samplesperpixel)
+        return (samples, height, width) if samples > 1 else (height, width)
+
+    def read(self, name: str, region: tuple[slice, ...], *, decode: bool) -> np.ndarray:
+        """The values of ``name`` over ``region`` as tifffile decodes them (see
+        :meth:`NativeSource.read`; ``decode`` changes nothing for TIFF)."""
+        import zarr
+
+        page = self._page(name)
+        if page is None:
+            values = self.coordinate(name)
+            if values is None:
+                raise KeyError(f"the file has no variable {name!r}")
+            return values[region]
+        if page.index not in self._arrays:
+            store = page.aszarr()
+            self._stores.append(store)
+            self._arrays[page.index] = zarr.open_array(store, mode="r")
+        array = self._arrays[page.index]
+        if int(page.samplesperpixel) > 1 and page.planarconfig == 1:
+            # tifffile gives interleaved pages as (y, x, band); the parser's axes are band first
+            band, rows, columns = region
+            return np.moveaxis(np.asarray(array[rows, columns, band]), -1, 0)
+        return np.asarray(array[region])
+
+    def coordinate(self, name: str) -> np.ndarray | None:
+        """The values of the coordinate ``name`` (``x``, ``y``, ``band``, in a level's group
+        or at the root for the first image) as the parser gives them (see
+        :meth:`NativeSource.coordinate`)."""
+        if name not in self._coordinates:
+            self._coordinates[name] = self._coordinate(name)
+        return self._coordinates[name]
+
+    def _coordinate(self, name: str) -> np.ndarray | None:
+        import zarr
+
+        group, leaf = posixpath.split(name.strip("/"))
+        if leaf in _TIFF_IMAGES or not leaf:
+            return None
+        if self._tree is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parser = TIFFParser(multiscales=True, on_unsupported="skip")
+                self._tree = parser(self.url, self.registry)
+        path = posixpath.join(self._tree_group(group), leaf)
+        try:
+            array = zarr.open_array(self._tree, path=path, mode="r", zarr_format=3)
+        except Exception:
+            return None  # no such variable
+        return np.asarray(array[...]) if array.ndim == 1 else None
+
+    def _tree_group(self, group: str) -> str:
+        """The group of the parser's multiscale tree that holds the coordinates of
+        ``group``: ``"0"`` for the root; for ``ifd_<index>``, the level whose image or mask
+        that IFD is."""
+        if not group:
+            return "0"
+        if group.startswith("ifd_") and group[4:].isdigit():
+            index = int(group[4:])
+            for number, level in enumerate(self._plan(tree=True).levels):
+                if index in {level.page.index, getattr(level.mask, "index", None)}:
+                    return str(number)
+        return group
+
+    def close(self) -> None:
+        """Close tifffile's zarr stores and the file."""
+        for store in self._stores:
+            store.close()
+        self._stores.clear()
+        self._arrays.clear()
+        self._tiff.close()
+        self._file.close()
+
+
 #: Native readers by format name (as :func:`virtualize.parsers.sniff_format` names formats).
-#: Register a reader for another format here: ``NATIVE_READERS["tiff"] = TIFFSource``.
-NATIVE_READERS: dict[str, NativeOpener] = {"hdf5": HDF5Source}
+#: Register a reader for another format here: ``NATIVE_READERS["grib"] = GRIBSource``.
+NATIVE_READERS: dict[str, NativeOpener] = {"hdf5": HDF5Source, "tiff": TIFFSource}
 
 
 # -- opening the repository -------------------------------------------------------------------
@@ -810,11 +1001,18 @@ class _Repository:
             return np.asarray(array[...])
 
 
-def _source_name(source: NativeSource, chunk: SampledChunk, ndim: int) -> str:
-    for name in dict.fromkeys((chunk.name, chunk.path)):
+def _source_name(source: NativeSource, chunk: SampledChunk, array: ManifestArray) -> str:
+    """The source's name of the chunk's variable. The source may lack leading dimensions
+    of the repository's array along which the chunk covers one element (see
+    :func:`_source_region`)."""
+    ndim = array.ndim
+    recorded = getattr(source, "variable", None)
+    hint = recorded(chunk.name, dict(array.metadata.attributes)) if callable(recorded) else None
+    for name in dict.fromkeys(n for n in (hint, chunk.name, chunk.path) if n):
         shape = source.shape(name)
         if shape is not None:
-            if len(shape) != ndim:
+            extra = ndim - len(shape)
+            if extra < 0 or any(r.stop - r.start != 1 for r in chunk.region[:extra]):
                 raise _Failure(
                     f"variable {name!r} has {len(shape)} dimensions in the source, "
                     f"{ndim} in the repository"
@@ -841,13 +1039,21 @@ def _source_region(
     source: NativeSource,
     repository: _Repository,
 ) -> tuple[slice, ...]:
-    """The region of the source variable ``name`` that the sampled chunk covers."""
+    """The region of the source variable ``name`` that the sampled chunk covers.
+
+    Leading dimensions of the array that the source variable lacks (``time`` given to
+    single images by a ``preprocess`` function) map to nothing: the region has the source
+    variable's dimensions only.
+    """
     file_shape = source.shape(name) or ()
+    extra = array.ndim - len(file_shape)
     dimensions = array.metadata.dimension_names or (None,) * array.ndim
     region = []
     for axis, (dimension, wanted) in enumerate(zip(dimensions, chunk.region, strict=True)):
+        if axis < extra:
+            continue
         start, stop = int(wanted.start), int(wanted.stop)
-        length, file_length = array.shape[axis], file_shape[axis]
+        length, file_length = array.shape[axis], file_shape[axis - extra]
         repo_values = repository.coordinate(chunk.path, dimension, length) if dimension else None
         file_values = (
             _source_coordinate(source, name, dimension, file_length)
@@ -1047,9 +1253,10 @@ def _verify_file(
                         f"reading through the repository failed ({_first_line(error)})"
                     ) from error
                 try:
-                    name = _source_name(source, chunk, array.ndim)
+                    name = _source_name(source, chunk, array)
                     region = _source_region(chunk, array, name, source, reader)
                     native = source.read(name, region, decode=_has_cf_packing(array))
+                    native = native[(np.newaxis,) * (array.ndim - len(region))]
                 except _Failure:
                     raise
                 except Exception as error:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -293,9 +293,14 @@ def replace_metadata(metadata: ArrayV3Metadata, **changes: Any) -> ArrayV3Metada
     **changes
         Any of ``shape``, ``chunk_shape`` (a regular grid), ``chunk_grid`` (per axis an
         ``int`` or a tuple of chunk lengths), ``dimension_names``, ``attributes``,
-        ``fill_value``.
+        ``fill_value``, and ``axis_map`` when axes are added or removed: for each axis of the
+        new array, the old axis it was, or None for a new axis of length 1 (removed axes
+        must have chunks of one element).
     """
     document = metadata.to_dict()
+    if "axis_map" in changes:
+        codecs: list[Any] = list(document["codecs"])  # type: ignore[arg-type]
+        document["codecs"] = _codecs_for_axes(codecs, changes.pop("axis_map"))
     shape = [int(n) for n in metadata.shape]
     if "shape" in changes:
         shape = [int(n) for n in changes.pop("shape")]
@@ -319,3 +324,19 @@ def replace_metadata(metadata: ArrayV3Metadata, **changes: Any) -> ArrayV3Metada
         raise TypeError(f"cannot replace {sorted(changes)}")
     document.pop("storage_transformers", None)
     return ArrayV3Metadata.from_dict(document)
+
+
+def _codecs_for_axes(codecs: list[Any], axis_map: Sequence[int | None]) -> list[Any]:
+    """Codec documents after axes of one element were added or removed: a ``transpose``
+    order is renumbered (such axes don't change the order of the chunk's bytes, so new
+    ones go first)."""
+    new_position = {old: new for new, old in enumerate(axis_map) if old is not None}
+    added = [new for new, old in enumerate(axis_map) if old is None]
+    result = []
+    for codec in codecs:
+        if isinstance(codec, dict) and codec.get("name") == "transpose":
+            order = codec["configuration"]["order"]
+            kept = [new_position[axis] for axis in order if axis in new_position]
+            codec = {**codec, "configuration": {**codec["configuration"], "order": [*added, *kept]}}
+        result.append(codec)
+    return result

@@ -218,7 +218,10 @@ def stack(arrays: Sequence[Any], /, axis: int = 0) -> ManifestArray:
     chunks = (*first.chunk_grid[:axis], 1, *first.chunk_grid[axis:])
     names = first.metadata.dimension_names
     new_names = (*names[:axis], None, *names[axis:]) if names else None
-    metadata = first.with_metadata(shape=shape, chunk_grid=chunks, dimension_names=new_names)
+    axis_map = [*range(axis), None, *range(axis, first.ndim)]
+    metadata = first.with_metadata(
+        shape=shape, chunk_grid=chunks, dimension_names=new_names, axis_map=axis_map
+    )
     return ManifestArray(metadata, manifest)
 
 
@@ -240,10 +243,12 @@ def expand_dims(array: ManifestArray, /, axis: int | tuple[int, ...]) -> Manifes
         names.insert(a, None)
         grid.insert(a, 1)
     manifest = array.manifest.reshape_grid(tuple(grid))
+    old_axes = iter(range(array.ndim))
     metadata = array.with_metadata(
         shape=tuple(shape),
         chunk_grid=tuple(chunks),
         dimension_names=names if any(n is not None for n in names) else None,
+        axis_map=[None if a in axes else next(old_axes) for a in range(ndim)],
     )
     return ManifestArray(metadata, manifest)
 

@@ -44,9 +44,11 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
     new_grid: list[AxisGrid] = []
     old_names = array.metadata.dimension_names
     new_names: list[str | None] = []
+    axis_map: list[int | None] = []
     axis = 0
     for item in items:
         if item is None:
+            axis_map.append(None)
             chunk_index.append(None)
             new_shape.append(1)
             new_grid.append(1)
@@ -78,6 +80,7 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
                 first = starts.index(start)
                 last = starts.index(stop) if stop in starts else len(edges)
             chunk_index.append(slice(first, last))
+            axis_map.append(axis)
             new_shape.append(stop - start)
             new_grid.append(spec if isinstance(spec, int) else spec[first:last] or spec[:1])
             new_names.append(old_names[axis] if old_names else None)
@@ -89,6 +92,7 @@ def index_manifest_array(array: ManifestArray, key: Any) -> ManifestArray:
         shape=tuple(new_shape),
         chunk_grid=regularize(tuple(new_grid), new_shape),
         dimension_names=new_names if any(n is not None for n in new_names) else None,
+        axis_map=axis_map,
     )
     return ManifestArray(metadata, manifest)
 

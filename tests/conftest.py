@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,11 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
+
+# Tests import cfgrib (and so ecCodes) directly: load pyproj first, as virtualize._eccodes
+# explains, or a worker that also opens GeoTIFFs aborts when it exits.
+with contextlib.suppress(ImportError):
+    import pyproj  # noqa: F401
 
 # netCDF4's wheel and hdf5plugin each bundle a Blosc filter library. Once netCDF4 has written a
 # file, hdf5plugin's Blosc filter fails in the same process ("error during user callback")

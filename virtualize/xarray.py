@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from virtualize.errors import ConcatenationError, InvalidFileError, NoFilesError
-from virtualize.manifests import MISSING, ManifestArray, ManifestGroup
+from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.manifests.grid import is_regular
 from virtualize.parsers.detect import detect
 from virtualize.registry import ObjectStoreRegistry, normalize_url
@@ -61,7 +61,9 @@ def open_virtual_dataset(
         The group to open, for formats that have groups.
     loadable_variables
         Variables to read into memory rather than reference. By default the dimension
-        coordinates are loaded and indexed, as :func:`xarray.open_dataset` does.
+        coordinates are loaded and indexed, as :func:`xarray.open_dataset` does, and so are
+        other coordinates whose values the parser computed and holds inline (a GRIB
+        file's ``time`` and ``step``, a GeoTIFF's ``spatial_ref``): they cost no read.
     drop_variables
         Variables to leave out.
     decode_times
@@ -614,6 +616,12 @@ def construct_virtual_dataset(
     arrays = {name: a for name, a in manifest_group.arrays.items() if name not in drop}
     if loadable_variables is None:
         loadable = {name for name, a in arrays.items() if _is_dimension_coordinate(name, a)}
+        # coordinates whose values the parser computed (GRIB times and levels, GeoTIFF
+        # spatial_ref) cost no read: load them too, so they can be concatenated along
+        named = set(_coordinates_attribute(manifest_group.attributes))
+        for array in arrays.values():
+            named.update(_coordinates_attribute(array.metadata.attributes))
+        loadable |= {name for name in named & set(arrays) if _held_inline(arrays[name])}
     else:
         loadable = set(loadable_variables) & set(arrays)
     loaded = _load(
@@ -650,6 +658,12 @@ def construct_virtual_dataset(
     )
     data_vars = {name: v for name, v in variables.items() if name not in coordinate_names}
     return xr.Dataset(data_vars, coords=coords, attrs=dict(manifest_group.attributes))
+
+
+def _held_inline(array: ManifestArray) -> bool:
+    """Whether every chunk of ``array`` is held in its manifest (none is a reference)."""
+    path_ids = array.manifest.path_ids
+    return bool(path_ids.size) and bool(np.all(path_ids == INLINE))
 
 
 def _is_dimension_coordinate(name: str, array: ManifestArray) -> bool:

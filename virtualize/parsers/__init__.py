@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from virtualize.parsers.detect import detect, sniff_format
 from virtualize.parsers.fits import FITSParser
+from virtualize.parsers.grib import GRIBParser
 from virtualize.parsers.hdf import HDFParser
 from virtualize.parsers.icechunk import IcechunkParser
 from virtualize.parsers.kerchunk import KerchunkParser
@@ -17,6 +18,7 @@ from virtualize.store import ManifestStore
 
 __all__ = [
     "FITSParser",
+    "GRIBParser",
     "HDFParser",
     "IcechunkParser",
     "KerchunkParser",

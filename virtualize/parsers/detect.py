@@ -108,6 +108,7 @@ def _looks_like_kerchunk(store: Any, path: str) -> bool:
 
 def _builtin_parsers() -> dict[str, Callable[[], Any]]:
     from virtualize.parsers.fits import FITSParser
+    from virtualize.parsers.grib import GRIBParser
     from virtualize.parsers.hdf import HDFParser
     from virtualize.parsers.icechunk import IcechunkParser
     from virtualize.parsers.kerchunk import KerchunkParser
@@ -120,6 +121,7 @@ def _builtin_parsers() -> dict[str, Callable[[], Any]]:
         "netcdf3": NetCDF3Parser,
         "fits": FITSParser,
         "tiff": TIFFParser,
+        "grib": GRIBParser,
         "kerchunk": KerchunkParser,
         "zarr": ZarrParser,
         "icechunk": IcechunkParser,

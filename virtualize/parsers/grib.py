@@ -1,0 +1,673 @@
+"""GRIB parser: chunk manifests from the messages of a GRIB 1 or GRIB 2 file, grouped into
+hypercubes by cfgrib's own code.
+
+Reading
+-------
+The file is read through obstore only (:class:`~virtualize.ObjectStoreRegistry`), front to
+back in large ranged reads (GRIB metadata is spread through the whole file: every message
+carries its own). :mod:`virtualize.parsers.grib_scan` finds the messages (``"GRIB"`` to
+``"7777"``) and the fields inside them; each field becomes an ecCodes handle
+(``codes_new_from_message``), released when the parse ends.
+
+Grouping
+--------
+The handles are handed to cfgrib as a *fieldset* (a sequence of dict-like messages, wrapped in
+cfgrib's own :class:`cfgrib.messages.Message`), and cfgrib builds the datasets exactly as
+``cfgrib.open_datasets(path)`` does: one dataset per ``paramId`` split with
+``filter_by_keys`` until each is one hypercube, merged per ``typeOfLevel``, squeezed. So the
+variables, dimensions, coordinates (names, values, attributes) and attributes are cfgrib's.
+
+Each data variable of cfgrib's dataset is backed by cfgrib's ``OnDiskArray``, whose
+``field_id_index`` maps each position of the hypercube (its non-geographic dimensions) to
+the fields found there. That position is one chunk of shape ``(1, ..., 1, *field_shape)``
+referencing the field's message (its offset and length in the file); a position without a
+field is a missing chunk and reads as NaN, as in cfgrib. Chunks decode with
+:class:`~virtualize.codecs.grib.GRIBCodec` (a whole message to float32, missing values as
+NaN). A GRIB 2 message may hold several fields (NCEP's U and V in one message): when all the
+chunks of an array are field ``k`` of their messages, they reference the messages and the
+codec is ``GRIBCodec(field=k)``; otherwise the fields after the first of their message are
+rebuilt as standalone messages and held inline (see :mod:`~virtualize.parsers.grib_scan`).
+
+Coordinates (``time``, ``step``, ``valid_time``, levels, ``number``, ``latitude``,
+``longitude``, ...) are held inline, CF-encoded by xarray's own encoder, so that
+``xr.open_zarr`` decodes them to cfgrib's values and types; the data variables' CF
+``coordinates`` attribute makes the scalar ones coordinates.
+
+Layout of the store
+-------------------
+One dataset: the root group. Several: one group per dataset under an empty root, named by
+the keys that set them apart, in this order until names are unique:
+
+1. ``typeOfLevel`` (cfgrib merges per type of level), e.g. ``"surface"``;
+2. then ``_<stepType>`` when datasets of one type of level differ in it, e.g.
+   ``"surface_instant"``, ``"surface_accum"``;
+3. then ``_<level>`` (the level value, ``%g``) when the level is one value, or
+   ``_<n>levels`` when it is a dimension, e.g. ``"heightAboveGround_2"``,
+   ``"heightAboveGround_10"``, ``"isobaricInhPa_26levels"``;
+4. then ``_<i>``, ``i`` = 1, 2, ... in cfgrib's order.
+
+``GRIBParser(group=name)`` returns one of them as the root; ``filter_by_keys`` selects
+messages before grouping, as cfgrib's ``backend_kwargs={"filter_by_keys": ...}``.
+
+Messages ecCodes can't parse and grids cfgrib can't represent are refused with an error
+naming the file, the message (number and byte offset) or variable, and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import obstore
+
+from virtualize._eccodes import eccodes as load_eccodes
+from virtualize.errors import InvalidFileError, UnsupportedFeatureError
+from virtualize.io import head
+from virtualize.manifests import (
+    INLINE,
+    MISSING,
+    ChunkManifest,
+    ManifestArray,
+    ManifestGroup,
+    SourceInfo,
+)
+from virtualize.parsers.attributes import encode_fill_value, to_json_value
+from virtualize.parsers.grib_scan import Field, Message, fields_of, grib1_length, scan
+from virtualize.parsers.hdf_common import array_metadata
+from virtualize.parsers.hdf_types import zarr_data_type
+from virtualize.parsers.inline import inline_array
+from virtualize.registry import ObjectStoreRegistry, normalize_url
+from virtualize.store import ManifestStore
+
+__all__ = ["GRIBParser"]
+
+_READ_BLOCK = 32 << 20
+_HINT = "Open the file with cfgrib to see what it holds, or pick messages with filter_by_keys"
+
+
+class GRIBParser:
+    """Parse GRIB 1 and GRIB 2 files into virtual datasets, as cfgrib opens them.
+
+    The store holds what ``cfgrib.open_datasets(path)`` returns: one dataset as the root
+    group, or several as groups of the root named by their distinguishing keys (see the
+    module documentation: ``"surface"``, ``"heightAboveGround_2"``, ...). Every message is
+    a chunk, decoded by :class:`~virtualize.codecs.grib.GRIBCodec`.
+
+    Parameters
+    ----------
+    group
+        One group (dataset) to return as the root, by name; None for all.
+    drop_variables
+        Variable names to leave out of every group.
+    filter_by_keys
+        Keep only messages whose GRIB keys have these values, as cfgrib's
+        ``filter_by_keys``, e.g. ``{"typeOfLevel": "surface"}`` or
+        ``{"shortName": ["u", "v"]}``.
+    index
+        Use a NOAA-style ``.idx`` sidecar (``url + ".idx"``) to find the messages:
+        ``"auto"`` (default) when one exists, ``True`` to require it, ``False`` to scan the
+        file.
+
+    Examples
+    --------
+    >>> store = GRIBParser()("s3://bucket/era5.grib", registry)  # doctest: +SKIP
+    >>> xr.open_zarr(store, consolidated=False, zarr_format=3)  # doctest: +SKIP
+    >>> GRIBParser(filter_by_keys={"typeOfLevel": "surface"})(url, registry)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        group: str | None = None,
+        drop_variables: Iterable[str] | None = None,
+        filter_by_keys: Mapping[str, Any] | None = None,
+        index: bool | Literal["auto"] = "auto",
+    ) -> None:
+        if index not in ("auto", True, False):
+            raise ValueError(f"index must be 'auto', True or False, got {index!r}")
+        if isinstance(drop_variables, str):
+            drop_variables = [drop_variables]
+        self.group = None if group in (None, "", "/") else str(group).strip("/")
+        self.drop_variables = frozenset(drop_variables or ())
+        self.filter_by_keys = dict(filter_by_keys or {})
+        self.index = index
+
+    def __repr__(self) -> str:
+        return (
+            f"GRIBParser(group={self.group!r}, drop_variables={sorted(self.drop_variables)!r}, "
+            f"filter_by_keys={self.filter_by_keys!r}, index={self.index!r})"
+        )
+
+    def __call__(self, url: str, registry: ObjectStoreRegistry) -> ManifestStore:
+        """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its datasets."""
+        url = normalize_url(url)
+        source = head(registry, url)
+        store, path = registry.resolve(url)
+        reader = _Reader(store, path, int(source.size or 0), url)
+        sidecar = self._sidecar(url, registry)
+        if sidecar is not None:
+            fields = _indexed_fields(reader, sidecar, url)
+        else:
+            fields = _scan_fields(reader, url)
+        with _Handles(fields, url) as fieldset:
+            datasets = _cfgrib_datasets(fieldset, self.filter_by_keys, url)
+            groups = [
+                _group(dataset, fieldset, url, source, self.drop_variables) for dataset in datasets
+            ]
+        if not groups:
+            raise InvalidFileError(
+                f"no message matches filter_by_keys={self.filter_by_keys!r}"
+                if self.filter_by_keys
+                else "cfgrib finds no variable in the file",
+                url=url,
+                hint=_HINT,
+            )
+        if len(groups) == 1:
+            root = groups[0]
+        else:
+            names = group_names(datasets)
+            root = ManifestGroup({}, dict(zip(names, groups, strict=True)), {})
+        if self.group is not None:
+            node = root.get_node(self.group) if root.groups else None
+            if not isinstance(node, ManifestGroup):
+                raise InvalidFileError(
+                    f"no group {self.group!r}",
+                    url=url,
+                    hint=f"Groups here: {sorted(root.groups)}"
+                    if root.groups
+                    else "The file is one dataset: leave group unset",
+                )
+            root = node
+        return ManifestStore(root, registry=registry)
+
+    def _sidecar(self, url: str, registry: ObjectStoreRegistry) -> str | None:
+        """The ``.idx`` sidecar's text, when it is to be used."""
+        if self.index is False:
+            return None
+        sidecar = url + ".idx"
+        try:
+            store, path = registry.resolve(sidecar)
+            text = bytes(obstore.get(store, path).bytes()).decode("utf-8")
+        except FileNotFoundError:
+            text = None
+        except Exception as error:
+            if self.index is True:
+                raise InvalidFileError(
+                    f"cannot read the index {sidecar}: {error}", url=url, hint="Pass index=False"
+                ) from error
+            text = None
+        if text is None and self.index is True:
+            raise InvalidFileError(
+                f"no index {sidecar}", url=url, hint="Pass index=False to scan the file"
+            )
+        return text
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads a file front to back through obstore in large blocks, keeping one window."""
+
+    def __init__(self, store: Any, path: str, size: int, url: str) -> None:
+        self.store = store
+        self.path = path
+        self.size = size
+        self.url = url
+        self.bytes_read = 0
+        self._start = 0
+        self._window = b""
+
+    def read(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        if offset < self._start or end > self._start + len(self._window):
+            length = max(end - offset, min(_READ_BLOCK, self.size - offset))
+            self._window = self._get(offset, length)
+            self._start = offset
+        return self._window[offset - self._start : end - self._start]
+
+    def read_ranges(self, starts: Sequence[int], lengths: Sequence[int]) -> list[bytes]:
+        """Several ranges at once (concurrently)."""
+        if not starts:
+            return []
+        try:
+            blocks = obstore.get_ranges(self.store, self.path, starts=starts, lengths=lengths)
+        except Exception as error:
+            raise InvalidFileError(f"reading the file failed: {error}", url=self.url) from error
+        self.bytes_read += sum(lengths)
+        return [bytes(block) for block in blocks]
+
+    def _get(self, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            data = bytes(obstore.get_range(self.store, self.path, start=offset, length=length))
+        except Exception as error:
+            raise InvalidFileError(f"reading the file failed: {error}", url=self.url) from error
+        self.bytes_read += len(data)
+        return data
+
+
+def _scan_fields(reader: _Reader, url: str) -> list[Field]:
+    """Every field of the file, found by scanning it."""
+    fields: list[Field] = []
+    for message in scan(reader.read, reader.size, url):
+        fields.extend(fields_of(message, reader.read(message.offset, message.length), url))
+    return fields
+
+
+def _indexed_fields(reader: _Reader, sidecar: str, url: str) -> list[Field]:
+    """Every field of the file, at the offsets its ``.idx`` sidecar lists.
+
+    NOAA's inventory lines are ``n:offset:d=YYYYMMDDHH:VAR:LEVEL:FORECAST:...``; a message
+    runs to the next listed offset (the last to the end of the file). Sub-messages of one
+    multi-field message (``n.1``, ``n.2``, ... at one offset) are one message. The messages
+    are read concurrently; each must start with ``"GRIB"`` and end with ``"7777"`` where the
+    index says, else the index does not describe the file.
+    """
+    offsets: list[int] = []
+    for number, line in enumerate(sidecar.splitlines()):
+        if not line.strip():
+            continue
+        parts = line.split(":")
+        try:
+            offset = int(parts[1])
+        except (IndexError, ValueError):
+            raise InvalidFileError(
+                f"line {number + 1} of the .idx sidecar is not 'n:offset:...': {line!r}",
+                url=url,
+                hint="Pass index=False to scan the file instead",
+            ) from None
+        if not offsets or offset != offsets[-1]:
+            offsets.append(offset)
+    if not offsets or offsets != sorted(offsets) or offsets[-1] >= reader.size:
+        raise InvalidFileError(
+            "the .idx sidecar's offsets are not increasing offsets within the file",
+            url=url,
+            hint="Pass index=False to scan the file instead",
+        )
+    ends = [*offsets[1:], reader.size]
+    lengths = [end - start for start, end in zip(offsets, ends, strict=True)]
+    fields: list[Field] = []
+    for number, (offset, data) in enumerate(
+        zip(offsets, reader.read_ranges(offsets, lengths), strict=True)
+    ):
+        edition = data[7] if len(data) > 15 and data[:4] == b"GRIB" else 0
+        length = _declared_length(data, edition)
+        if not 0 < length <= len(data) or data[length - 4 : length] != b"7777":
+            raise InvalidFileError(
+                f"the .idx sidecar lists message {number} at byte {offset}, where no whole "
+                "GRIB message is",
+                url=url,
+                hint="Regenerate the index (wgrib2 -s), or pass index=False to scan the file",
+            )
+        data = data[:length]
+        fields.extend(fields_of(Message(number, offset, length, edition), data, url))
+    return fields
+
+
+def _declared_length(data: bytes, edition: int) -> int:
+    """The length a message's indicator section declares (0 if not a GRIB 1 or 2 message)."""
+    if edition == 1:
+        return grib1_length(data[:8], lambda start, size: data[start : start + size], 0)
+    if edition == 2:
+        return int.from_bytes(data[8:16], "big")
+    return 0
+
+
+# -- cfgrib's view of the fields ----------------------------------------------------------------
+
+
+def _message_class() -> type:
+    load_eccodes()  # before cfgrib imports it: see virtualize._eccodes
+    from cfgrib import messages
+
+    class _Message(messages.Message):
+        """cfgrib's message over a handle the parser owns and releases itself."""
+
+        def __del__(self) -> None:
+            pass
+
+    return _Message
+
+
+_MISSING_KEY = object()
+
+
+class _CachedField(Mapping[str, Any]):
+    """One field as cfgrib sees it: its keys read through cfgrib's ``Message`` once and kept,
+    since cfgrib reads the keys of every message once per variable it builds."""
+
+    def __init__(self, field: Field, message: Any) -> None:
+        self.field = field
+        self._message: Any = message
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._cache.get(key, None)
+        if value is None and key not in self._cache:
+            if self._message is None:
+                raise KeyError(key)
+            try:
+                value = self._message[key]
+            except KeyError:
+                value = _MISSING_KEY
+            self._cache[key] = value
+        if value is _MISSING_KEY:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._message) if self._message is not None else iter(())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def release(self) -> None:
+        if self._message is not None:
+            eccodes = load_eccodes()
+            eccodes.codes_release(self._message.codes_id)
+            self._message = None
+
+
+class _Fieldset(Sequence[_CachedField]):
+    """The fields of one file as a cfgrib fieldset (field ids are positions)."""
+
+    def __init__(self, fields: list[_CachedField]) -> None:
+        self.fields = fields
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.fields[index]
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+
+class _Handles:
+    """ecCodes handles of the fields, released on exit whatever happens."""
+
+    def __init__(self, fields: list[Field], url: str) -> None:
+        self.fields = fields
+        self.url = url
+        self.fieldset = _Fieldset([])
+
+    def __enter__(self) -> _Fieldset:
+        eccodes = load_eccodes()
+        message_class = _message_class()
+        try:
+            for field in self.fields:
+                try:
+                    handle = eccodes.codes_new_from_message(field.data)
+                except Exception as error:
+                    raise InvalidFileError(
+                        f"ecCodes can't parse message {field.message.number} (field "
+                        f"{field.number}) at byte {field.message.offset}: {error}",
+                        url=self.url,
+                        hint="Check the file with ecCodes' grib_dump, or remove the message",
+                    ) from error
+                try:
+                    message = message_class(codes_id=handle)
+                except Exception:
+                    eccodes.codes_release(handle)
+                    raise
+                self.fieldset.fields.append(_CachedField(field, message))
+        except BaseException:
+            self._release()
+            raise
+        return self.fieldset
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        for field in self.fieldset.fields:
+            field.release()
+
+
+def _cfgrib_datasets(fieldset: _Fieldset, filter_by_keys: dict[str, Any], url: str) -> list[Any]:
+    """``cfgrib.open_datasets`` of the fieldset: cfgrib's steps (``open_variable_datasets``,
+    ``raw_open_datasets``, ``merge_datasets``), with the fieldset where cfgrib takes a path."""
+    load_eccodes()  # before cfgrib imports it: see virtualize._eccodes
+    from cfgrib import cfmessage, dataset, messages, xarray_store
+
+    index_keys = sorted({*dataset.INDEX_KEYS, "time", "step"} | set(filter_by_keys))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            index = messages.FieldsetIndex.from_fieldset(
+                fieldset, index_keys, cfmessage.COMPUTED_KEYS
+            ).subindex(filter_by_keys)
+            datasets: list[Any] = []
+            for param_id in sorted(index["paramId"]) if index.field_ids_index else []:
+                backend_kwargs = {
+                    "squeeze": False,
+                    "filter_by_keys": {**filter_by_keys, "paramId": param_id},
+                }
+                datasets.extend(xarray_store.raw_open_datasets(fieldset, backend_kwargs))
+            by_level: dict[str, list[Any]] = {}
+            for ds in datasets:
+                for _, da in ds.data_vars.items():
+                    by_level.setdefault(da.attrs.get("GRIB_typeOfLevel", "undef"), []).append(ds)
+            merged: list[Any] = []
+            for type_of_level in sorted(by_level):
+                for ds in xarray_store.merge_datasets(
+                    by_level[type_of_level], join="exact", combine_attrs="identical"
+                ):
+                    merged.append(ds.squeeze())
+        except (InvalidFileError, UnsupportedFeatureError):
+            raise
+        except Exception as error:
+            raise UnsupportedFeatureError(
+                f"cfgrib can't build datasets from the file: {type(error).__name__}: {error}",
+                url=url,
+                hint=_HINT,
+            ) from error
+    return merged
+
+
+# -- datasets to groups -------------------------------------------------------------------------
+
+
+def _group(
+    ds: Any,
+    fieldset: _Fieldset,
+    url: str,
+    source: SourceInfo,
+    drop: frozenset[str],
+) -> ManifestGroup:
+    """One cfgrib dataset as a group: data variables referencing messages, inline coordinates."""
+    import xarray as xr
+
+    arrays: dict[str, ManifestArray] = {}
+    coordinates = [str(name) for name in ds.coords if name not in drop]
+    for name in coordinates:
+        arrays[name] = _coordinate(xr.conventions.encode_cf_variable(ds.variables[name], name=name))
+    unused = {c for c in coordinates if c not in ds.dims}
+    for name, variable in ds.data_vars.items():
+        if name in drop:
+            continue
+        listed = [
+            c for c in coordinates if c not in ds.dims and set(ds[c].dims) <= set(variable.dims)
+        ]
+        unused -= set(listed)
+        arrays[str(name)] = _data_array(str(name), variable.variable, listed, fieldset, url, source)
+    attributes = _json_attributes(ds.attrs)
+    if unused:
+        attributes["coordinates"] = " ".join(sorted(unused))
+    return ManifestGroup(arrays, {}, attributes)
+
+
+def _json_attributes(attrs: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        converted = to_json_value(value)
+        if converted is None and value is not None:
+            converted = str(value)
+        out[str(key)] = converted
+    return out
+
+
+def _coordinate(encoded: Any) -> ManifestArray:
+    values = np.asarray(encoded.values)
+    if values.dtype.kind == "O":
+        values = values.astype(str)
+    attributes = _json_attributes(encoded.attrs)
+    if "_FillValue" in encoded.attrs:
+        attributes["_FillValue"] = encode_fill_value(encoded.attrs["_FillValue"], values.dtype)
+    return inline_array(values, tuple(str(d) for d in encoded.dims), attributes)
+
+
+def _data_array(
+    name: str,
+    variable: Any,
+    coordinates: list[str],
+    fieldset: _Fieldset,
+    url: str,
+    source: SourceInfo,
+) -> ManifestArray:
+    """The data variable ``name``: a chunk per field of its hypercube."""
+    from virtualize.codecs.grib import GRIBCodec
+
+    on_disk, key = _on_disk_array(variable, url, name)
+    geo_ndim = int(on_disk.geo_ndim)
+    full_header = tuple(on_disk.shape[:-geo_ndim])
+    field_shape = tuple(int(n) for n in on_disk.shape[-geo_ndim:])
+    ids = np.full(full_header, -1, dtype=np.int64)
+    for header_indexes, field_ids in on_disk.field_id_index.items():
+        ids[tuple(header_indexes)] = int(field_ids[0])
+    if key is not None:
+        for axis, item in enumerate(key[len(full_header) :]):
+            if not isinstance(item, slice) or range(field_shape[axis])[item] != range(
+                field_shape[axis]
+            ):
+                raise UnsupportedFeatureError(
+                    "cfgrib presents part of the fields' grid", url=url, variable=name, hint=_HINT
+                )
+        ids = ids[tuple(key[: len(full_header)])]
+    shape = tuple(int(n) for n in variable.shape)
+    if ids.shape + field_shape != shape:
+        raise UnsupportedFeatureError(
+            f"the hypercube {ids.shape} of fields {field_shape} does not match cfgrib's shape "
+            f"{shape}",
+            url=url,
+            variable=name,
+            hint=_HINT,
+        )
+    numbers = {fieldset.fields[i].field.number for i in np.unique(ids[ids >= 0]).tolist()}
+    # one field position for the whole array: the codec picks it out of the referenced
+    # message; else later fields are held inline as standalone messages
+    codec_field = numbers.pop() if len(numbers) == 1 else 0
+    offsets = np.zeros(ids.shape, dtype=np.uint64)
+    lengths = np.zeros(ids.shape, dtype=np.uint64)
+    path_ids = np.full(ids.shape, MISSING, dtype=np.uint32)
+    inline: dict[int, bytes] = {}
+    for position in np.ndindex(*ids.shape):
+        field_id = int(ids[position])
+        if field_id < 0:
+            continue
+        field = fieldset.fields[field_id].field
+        if field.number != codec_field:
+            path_ids[position] = INLINE
+            lengths[position] = len(field.data)
+            inline[int(np.ravel_multi_index(position, ids.shape)) if ids.shape else 0] = field.data
+        else:
+            path_ids[position] = 0
+            offsets[position] = field.message.offset
+            lengths[position] = field.message.length
+    grid = ids.shape + (1,) * len(field_shape)
+    manifest = ChunkManifest(
+        [url],
+        path_ids.reshape(grid),
+        offsets.reshape(grid),
+        lengths.reshape(grid),
+        inline=inline,
+        sources=[source],
+        validate=False,
+    )
+    attributes = _json_attributes(variable.attrs)
+    if coordinates:
+        attributes["coordinates"] = " ".join(coordinates)
+    metadata = array_metadata(
+        shape,
+        (1,) * len(ids.shape) + field_shape,
+        zarr_data_type(np.dtype(on_disk.dtype)),
+        math.nan,
+        [GRIBCodec(field=codec_field)],
+        attributes,
+        tuple(str(d) for d in variable.dims),
+    )
+    return ManifestArray(metadata, manifest)
+
+
+def _on_disk_array(variable: Any, url: str, name: str) -> tuple[Any, tuple[Any, ...] | None]:
+    """cfgrib's ``OnDiskArray`` under an xarray variable's lazy wrappers, and the basic index
+    (squeezing) xarray applies to it."""
+    load_eccodes()  # before cfgrib imports it: see virtualize._eccodes
+    from cfgrib.dataset import OnDiskArray
+    from xarray.core import indexing
+
+    data = variable._data
+    key: tuple[Any, ...] | None = None
+    for _ in range(16):
+        if isinstance(data, OnDiskArray):
+            return data, key
+        if isinstance(data, indexing.LazilyIndexedArray):
+            if key is not None or not isinstance(data.key, indexing.BasicIndexer):
+                break
+            key = tuple(data.key.tuple)
+            data = data.array
+        elif hasattr(data, "array"):
+            data = data.array
+        else:
+            break
+    raise UnsupportedFeatureError(
+        f"cfgrib's data is not in the expected form ({type(data).__name__})",
+        url=url,
+        variable=name,
+        hint="Report this with the versions of cfgrib and xarray",
+    )
+
+
+# -- group names --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Keys:
+    type_of_level: str
+    step_type: str
+    level: str
+
+
+def _keys(ds: Any) -> _Keys:
+    first = next(iter(ds.data_vars.values()), None)
+    attrs = first.attrs if first is not None else {}
+    type_of_level = str(attrs.get("GRIB_typeOfLevel", "undef"))
+    step_type = str(attrs.get("GRIB_stepType", "undef"))
+    level = ""
+    if type_of_level in ds.coords:
+        values = np.asarray(ds.coords[type_of_level].values)
+        level = f"{values.item():g}" if values.ndim == 0 else f"{values.size}levels"
+    return _Keys(type_of_level, step_type, level)
+
+
+def group_names(datasets: Sequence[Any]) -> list[str]:
+    """The group name of each of cfgrib's datasets (the rule in the module documentation)."""
+    keys = [_keys(ds) for ds in datasets]
+    names = [k.type_of_level for k in keys]
+    for extra in ("step_type", "level"):
+        for name in {n for n in names if names.count(n) > 1}:
+            clash = [i for i, n in enumerate(names) if n == name]
+            values = {getattr(keys[i], extra) for i in clash}
+            if len(values) > 1:
+                for i in clash:
+                    value = getattr(keys[i], extra)
+                    names[i] = f"{names[i]}_{value}" if value else names[i]
+    for name in {n for n in names if names.count(n) > 1}:
+        clash = [i for i, n in enumerate(names) if n == name]
+        for number, i in enumerate(clash, start=1):
+            names[i] = f"{name}_{number}"
+    return names

@@ -387,6 +387,24 @@ class _Fieldset(Sequence[_CachedField]):
         return len(self.fields)
 
 
+class _SubFieldset(Mapping[int, _CachedField]):
+    """Some fields of a fieldset, keyed by their position in it (a cfgrib mapping fieldset,
+    whose field ids are then the positions in the file's list of fields)."""
+
+    def __init__(self, fieldset: _Fieldset, ids: list[int]) -> None:
+        self.fieldset = fieldset
+        self.ids = ids
+
+    def __getitem__(self, field_id: int) -> _CachedField:
+        return self.fieldset.fields[field_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class _Handles:
     """ecCodes handles of the fields, released on exit whatever happens."""
 
@@ -441,13 +459,21 @@ def _cfgrib_datasets(fieldset: _Fieldset, filter_by_keys: dict[str, Any], url: s
             index = messages.FieldsetIndex.from_fieldset(
                 fieldset, index_keys, cfmessage.COMPUTED_KEYS
             ).subindex(filter_by_keys)
+            # cfgrib indexes the fieldset anew for every dataset it opens (a file is indexed
+            # once, then filtered): hand it only the fields of one paramId each time, keyed
+            # by their position in the file, so indexing stays linear in the messages
+            by_param: dict[Any, list[int]] = {}
+            where = index.index_keys.index("paramId")
+            for header, ids in index.field_ids_index:
+                by_param.setdefault(header[where], []).extend(ids)
             datasets: list[Any] = []
             for param_id in sorted(index["paramId"]) if index.field_ids_index else []:
                 backend_kwargs = {
                     "squeeze": False,
                     "filter_by_keys": {**filter_by_keys, "paramId": param_id},
                 }
-                datasets.extend(xarray_store.raw_open_datasets(fieldset, backend_kwargs))
+                fields = _SubFieldset(fieldset, sorted(by_param[param_id]))
+                datasets.extend(xarray_store.raw_open_datasets(fields, backend_kwargs))
             by_level: dict[str, list[Any]] = {}
             for ds in datasets:
                 for _, da in ds.data_vars.items():

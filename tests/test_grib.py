@@ -395,3 +395,47 @@ def test_open_virtual_mfdataset_of_forecast_runs(tmp_path: Path) -> None:
         got["t"].drop_vars("valid_time"), expected["t"].drop_vars("valid_time")
     )
     np.testing.assert_array_equal(got["time"].values, expected["time"].values)
+
+
+def with_time_dimension(dataset: xr.Dataset) -> xr.Dataset:
+    """A forecast run's scalar reference time as a dimension, to append runs along."""
+    return dataset.expand_dims("time")
+
+
+def test_forecast_runs_ingest_into_icechunk(tmp_path: Path) -> None:
+    pytest.importorskip("icechunk")
+    from virtualize.ingest import open_repository
+
+    archive = tmp_path / "runs"
+    archive.mkdir()
+    paths = []
+    for day in range(1, 7):
+        fields = [
+            Field(name, level=level, step=step, date=20240100 + day)
+            for name in ("t", "u")
+            for step in (0, 6, 12)
+            for level in (500, 850)
+        ]
+        paths.append(write_grib(archive / f"run-{day:02d}.grib2", fields, packing="grid_ccsds"))
+    registry = registry_for(archive)
+    report = vz.ingest(
+        str(archive / "run-*.grib2"),
+        str(tmp_path / "repo"),
+        concat_dim="time",
+        registry=registry,
+        preprocess=with_time_dimension,
+        batch_size=4,
+        progress=False,
+    )
+    assert (len(report.ingested), len(report.commits)) == (6, 2)
+    repository, _ = open_repository(str(tmp_path / "repo"), registry)
+    store = repository.readonly_session("main").store
+    got = xr.open_zarr(store, consolidated=False, zarr_format=3).load()
+    runs = [reference(path, tmp_path)[0].expand_dims("time") for path in paths]
+    expected = xr.concat(runs, dim="time", data_vars="minimal", coords="minimal", compat="override")
+    for name in ("t", "u"):
+        xr.testing.assert_identical(
+            got[name].drop_vars("valid_time"), expected[name].drop_vars("valid_time")
+        )
+    np.testing.assert_array_equal(got["time"].values, expected["time"].values)
+    assert got["t"].shape == (6, 3, 2, *got["t"].shape[-2:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pickle
 import time
@@ -17,7 +18,13 @@ import xarray as xr
 cfgrib = pytest.importorskip("cfgrib")
 eccodes = pytest.importorskip("eccodes")
 
-from grib_support import Field, grib_messages, smooth_field, write_grib  # noqa: E402
+from grib_support import (  # noqa: E402
+    Field,
+    field_shape,
+    grib_messages,
+    smooth_field,
+    write_grib,
+)
 
 import virtualize as vz  # noqa: E402
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError  # noqa: E402
@@ -350,19 +357,277 @@ def test_idx_required_but_missing(tmp_path: Path) -> None:
         GRIBParser(index=True)(str(path), registry_for(path))
 
 
-@pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
-@pytest.mark.parametrize("name", ["gfs.t06z.pgrb2.10p0.f010.grib2", "safrica.grib2", "gfs.grb"])
-def test_idx_on_corpus_files(tmp_path: Path, name: str) -> None:
-    found = [p for p in CORPUS_FILES if p.name == name]
-    if not found:
-        pytest.skip(f"{name} not in the corpus")
-    path = tmp_path / name
-    path.write_bytes(found[0].read_bytes())
+def assert_same_stores(scanned: Any, indexed: Any) -> None:
+    """Same groups, arrays, metadata, chunk manifests and data."""
+
+    def walk(a: Any, b: Any) -> None:
+        assert sorted(a.groups) == sorted(b.groups)
+        assert sorted(a.arrays) == sorted(b.arrays)
+        assert a.attributes == b.attributes
+        for name, array in a.arrays.items():
+            other = b.arrays[name]
+            assert array.metadata.to_dict() == other.metadata.to_dict(), name
+            assert array.manifest == other.manifest, name
+        for name, group in a.groups.items():
+            walk(group, b.groups[name])
+
+    walk(scanned.group, indexed.group)
+    for name in scanned.group.groups or [None]:
+        xr.testing.assert_identical(ours(scanned, name), ours(indexed, name))
+
+
+def idx_and_scan(path: Path) -> tuple[Any, Any]:
     write_idx(path)
     scanned = GRIBParser(index=False)(str(path), registry_for(path))
     indexed = GRIBParser(index=True)(str(path), registry_for(path))
-    for name_ in scanned.group.groups or [None]:
-        xr.testing.assert_identical(ours(scanned, name_), ours(indexed, name_))
+    return scanned, indexed
+
+
+IDX_CORPUS = [p for p in CORPUS_FILES if p.name != "era5-2mt-2019-03-uk.grib"]
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
+@pytest.mark.parametrize("source", IDX_CORPUS, ids=lambda p: p.name)
+def test_idx_on_corpus_files(tmp_path: Path, source: Path) -> None:
+    path = tmp_path / source.name
+    path.write_bytes(source.read_bytes())
+    try:
+        scanned = GRIBParser(index=False)(str(path), registry_for(path))
+    except (InvalidFileError, UnsupportedFeatureError) as error:
+        write_idx(path)
+        with pytest.raises(type(error)):
+            GRIBParser(index=True)(str(path), registry_for(path))
+        return
+    write_idx(path)
+    assert_same_stores(scanned, GRIBParser(index=True)(str(path), registry_for(path)))
+
+
+def fifty_fields(shape: tuple[int, int]) -> list[Field]:
+    """5 parameters x 5 levels x 2 steps; every other field of ``q`` has missing points."""
+    fields = []
+    for name in ("t", "u", "v", "q", "gh"):
+        for step in (0, 6):
+            for level in (300, 500, 700, 850, 1000):
+                seed = len(fields)
+                missing = 0.2 if name == "q" and seed % 2 else 0.0
+                values = smooth_field(shape, seed=seed, missing=missing)
+                fields.append(Field(name, level=level, step=step, values=values))
+    return fields
+
+
+@pytest.mark.parametrize("packing", ["grid_simple", "grid_complex_spatial_differencing"])
+def test_idx_of_fifty_messages_gives_the_scan_result(tmp_path: Path, packing: str) -> None:
+    shape = (61, 120)  # messages of ~15 KB: their headers are read, not their data
+    path = write_grib(tmp_path / "f.grib2", fifty_fields(shape), packing=packing, shape=shape)
+    scanned, indexed = idx_and_scan(path)
+    assert_same_stores(scanned, indexed)
+    assert compare(path, tmp_path, GRIBParser(index=True)) == []
+
+
+def test_idx_of_a_mixed_file_gives_the_scan_result(tmp_path: Path) -> None:
+    # GRIB 1, GRIB 2 of several packings, bitmaps, small and large messages, multi-field
+    shape = (61, 120)
+    parts = [
+        write_grib(tmp_path / "a.grib1", [Field("t", level=300)], edition=1, shape=shape),
+        write_grib(tmp_path / "b.grib2", fifty_fields(shape)[:12], shape=shape),
+        write_grib(tmp_path / "c.grib2", [Field("t", level=850)], packing="grid_ccsds"),
+        write_grib(
+            tmp_path / "d.grib2", fifty_fields(shape)[30:40], packing="grid_jpeg", shape=shape
+        ),
+        write_grib(
+            tmp_path / "e.grib2", fifty_fields(shape)[10:14], packing="grid_complex", shape=shape
+        ),
+    ]
+    path = tmp_path / "mixed.grib"
+    path.write_bytes(b"".join(p.read_bytes() for p in parts))
+    scanned, indexed = idx_and_scan(path)
+    assert_same_stores(scanned, indexed)
+    gfs = CORPUS / "pygrib" / "gfs.grb"
+    if gfs.exists():  # multi-field messages, whether or not the index sub-numbers them
+        path.write_bytes(path.read_bytes() + gfs.read_bytes())
+        scanned, indexed = idx_and_scan(path)
+        assert_same_stores(scanned, indexed)
+
+
+class CountingReads:
+    """Counts the bytes obstore returns for one file (wrapping obstore's real reads)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        import obstore
+
+        self.name = name
+        self.bytes = 0
+        self.requests = 0
+        for function in ("get_range", "get_ranges"):
+            monkeypatch.setattr(obstore, function, self._wrap(getattr(obstore, function)))
+
+    def _wrap(self, read: Any) -> Any:
+        def counted(store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+            result = read(store, path, *args, **kwargs)
+            if path.endswith(self.name):
+                blocks = result if isinstance(result, list) else [result]
+                self.bytes += sum(len(memoryview(block)) for block in blocks)
+                self.requests += 1
+            return result
+
+        return counted
+
+
+@pytest.mark.parametrize("packing", ["grid_simple", "grid_complex", "grid_ccsds"])
+def test_idx_reads_only_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packing: str
+) -> None:
+    shape = (181, 360)
+    fields = fifty_fields(shape)[::5]  # q with and without missing points among them
+    path = write_grib(tmp_path / "big.grib2", fields, packing=packing, shape=shape)
+    write_idx(path)
+    size = path.stat().st_size
+    reads = CountingReads(monkeypatch, path.name)
+    scanned = GRIBParser(index=False)(str(path), registry_for(path))
+    assert reads.bytes >= size
+    reads.bytes = 0
+    indexed = GRIBParser(index=True)(str(path), registry_for(path))
+    # per message: the first 4 KiB, its last 4 bytes, section 7's 5-byte header after a bitmap
+    assert 0 < reads.bytes <= len(fields) * (4096 + 4 + 5), (reads.bytes, size)
+    if packing != "grid_ccsds":  # CCSDS packs these smooth fields in ~36 KB
+        assert reads.bytes < 0.1 * size, (reads.bytes, size)
+    assert_same_stores(scanned, indexed)
+
+
+def test_idx_filter_on_a_data_key_reads_whole_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shape = (61, 120)
+    path = write_grib(tmp_path / "f.grib2", fifty_fields(shape)[:10], shape=shape)
+    write_idx(path)
+    reads = CountingReads(monkeypatch, path.name)
+    keys = {"numberOfMissing": 0}  # counted in the data: not in a header-only message
+    scanned = GRIBParser(index=False, filter_by_keys=keys)(str(path), registry_for(path))
+    reads.bytes = 0
+    indexed = GRIBParser(index=True, filter_by_keys=keys)(str(path), registry_for(path))
+    assert reads.bytes >= path.stat().st_size
+    assert_same_stores(scanned, indexed)
+
+
+def test_idx_length_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    shape = (61, 120)
+    path = write_grib(tmp_path / "f.grib2", fifty_fields(shape)[:3], shape=shape)
+    write_idx(path)
+    lines = Path(f"{path}.idx").read_text().splitlines()
+    offset = int(lines[1].split(":")[1])
+    lines[1] = lines[1].replace(f":{offset}:", f":{offset - 8}:", 1)
+    Path(f"{path}.idx").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidFileError, match=r"message 0 .*does not match the file"):
+        GRIBParser(index=True)(str(path), registry_for(path))
+
+
+# -- header-only messages -----------------------------------------------------------------------
+
+
+def header_key_files(tmp_path: Path) -> list[Path]:
+    """GRIB 2 files of the corpus, and written here with every packing, grids and bitmaps."""
+    paths = [p for p in CORPUS_FILES if p.read_bytes()[7:8] == b"\x02"]
+    shape = (13, 17)
+    for packing in (
+        "grid_simple",
+        "grid_complex",
+        "grid_complex_spatial_differencing",
+        "grid_second_order",
+        "grid_ccsds",
+        "grid_jpeg",
+        "grid_ieee",
+    ):
+        for grid in ("regular_ll", "rotated_ll", "reduced_gg", "lambert", "polar_stereographic"):
+            fields = []
+            for seed, missing in enumerate((0.0, 0.3)):
+                values = smooth_field(field_shape(grid, shape), seed=seed, missing=missing)
+                fields.append(Field("t", level=500 + seed, step=6 * seed, values=values))
+            fields.append(Field("2t", level_type="heightAboveGround", level=2, member=3))
+            paths.append(
+                write_grib(
+                    tmp_path / f"{packing}-{grid}.grib2",
+                    fields,
+                    packing=packing,
+                    grid=grid,
+                    shape=shape,
+                )
+            )
+    return paths
+
+
+def cfgrib_keys(path: Path) -> set[str]:
+    """The keys cfgrib reads from the fields of ``path`` as it builds its datasets."""
+    from virtualize.parsers.grib import _cfgrib_datasets, _Handles, _Reader, _scan_fields
+
+    url = f"file://{path}"
+    store, key = registry_for(path).resolve(url)
+    fields = _scan_fields(_Reader(store, key, path.stat().st_size, url), url)
+    with _Handles(fields, url) as fieldset:
+        with contextlib.suppress(UnsupportedFeatureError):
+            _cfgrib_datasets(fieldset, {}, url)
+        return {k.split(":")[0] for field in fieldset.fields for k in field._cache}
+
+
+def header_only_message(data: bytes) -> bytes | None:
+    from virtualize.parsers.grib import _header_only
+
+    built = _header_only(data, None, len(data))
+    assert built is None or isinstance(built, bytes)
+    return built
+
+
+def key_values(message: bytes, keys: set[str]) -> dict[str, Any]:
+    from cfgrib import cfmessage, messages
+
+    handle = eccodes.codes_new_from_message(message)
+    field = messages.ComputedKeysAdapter(messages.Message(codes_id=handle), cfmessage.COMPUTED_KEYS)
+    values: dict[str, Any] = {}
+    for key in sorted(keys):
+        try:
+            values[key] = field[key]
+        except Exception as error:  # the same failure on both sides is the same value
+            values[key] = f"{type(error).__name__}"
+    return values
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return True
+    return type(a) is type(b) and bool(a == b)
+
+
+def test_header_only_messages_have_the_keys_of_the_whole_message(tmp_path: Path) -> None:
+    from virtualize.parsers.grib import HEADER_KEYS
+
+    read_by_cfgrib: set[str] = set()
+    compared = collections.Counter[str]()
+    wrong = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in header_key_files(tmp_path):
+            read_by_cfgrib |= cfgrib_keys(path)
+            data = path.read_bytes()
+            for message in scan(lambda o, n, d=data: d[o : o + n], len(data), str(path)):
+                whole = data[message.offset : message.offset + message.length]
+                header = header_only_message(whole) if message.edition == 2 else None
+                if header is None:
+                    compared["not one field"] += 1
+                    continue
+                expected = key_values(whole, set(HEADER_KEYS))
+                got = key_values(header, set(HEADER_KEYS))
+                wrong.extend(
+                    f"{path.name}@{message.offset}: {key} {expected[key]!r} != {got[key]!r}"
+                    for key in HEADER_KEYS
+                    if not same_value(expected[key], got[key])
+                )
+                compared["messages"] += 1
+                compared["bitmaps"] += int(expected["bitmapPresent"] == 1)
+    print(dict(compared), len(read_by_cfgrib), "keys read by cfgrib")
+    assert not read_by_cfgrib - HEADER_KEYS, sorted(read_by_cfgrib - HEADER_KEYS)
+    assert not wrong, wrong[:20]
+    assert compared["messages"] >= 100 and compared["bitmaps"] >= 10
 
 
 # -- many files ---------------------------------------------------------------------------------

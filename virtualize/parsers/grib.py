@@ -9,6 +9,21 @@ carries its own). :mod:`virtualize.parsers.grib_scan` finds the messages (``"GRI
 ``"7777"``) and the fields inside them; each field becomes an ecCodes handle
 (``codes_new_from_message``), released when the parse ends.
 
+With a ``.idx`` sidecar (``index=``), the messages are where the index says, and a GRIB 2
+message the index lists as one field is read only in part: its first 4 KiB (more, in a
+second round, if its sections 1 to 5 run further), its last 4 bytes (``"7777"``), and, when
+a bitmap lies between, the 5 bytes heading section 7 (to check that one field fills the
+message). Its indicator section must give the length the index does (next offset minus this
+one), else the index does not match the file. Its field is then a *header-only message*:
+sections 0 to 5 as they are, section 6 with the same bitmap indicator (and, for a bitmap, one
+of the same length with every point present), section 7 without its data (empty; in zeros
+of its real length for packings whose section 7 ecCodes lays out as it parses, such as
+complex packing), ``"7777"``. Every key cfgrib reads has the same value in it as in the whole
+message (:data:`HEADER_KEYS`; the tests compare them key by key); a ``filter_by_keys`` on
+another key makes every message be read whole. GRIB 1 messages, messages of several fields,
+of 4 KiB or less, or followed by other bytes, are read whole. Chunks reference the whole
+messages in both cases.
+
 Grouping
 --------
 The handles are handed to cfgrib as a *fieldset* (a sequence of dict-like messages, wrapped in
@@ -76,14 +91,22 @@ from virtualize.manifests import (
     SourceInfo,
 )
 from virtualize.parsers.attributes import encode_fill_value, to_json_value
-from virtualize.parsers.grib_scan import Field, Message, fields_of, grib1_length, scan
+from virtualize.parsers.grib_scan import (
+    END,
+    MAGIC,
+    Field,
+    Message,
+    fields_of,
+    grib1_length,
+    scan,
+)
 from virtualize.parsers.hdf_common import array_metadata
 from virtualize.parsers.hdf_types import zarr_data_type
 from virtualize.parsers.inline import inline_array
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
-__all__ = ["GRIBParser"]
+__all__ = ["HEADER_KEYS", "GRIBParser"]
 
 _READ_BLOCK = 32 << 20
 _HINT = "Open the file with cfgrib to see what it holds, or pick messages with filter_by_keys"
@@ -110,7 +133,10 @@ class GRIBParser:
     index
         Use a NOAA-style ``.idx`` sidecar (``url + ".idx"``) to find the messages:
         ``"auto"`` (default) when one exists, ``True`` to require it, ``False`` to scan the
-        file.
+        whole file. With the index, a one-field GRIB 2 message is read only in part (its
+        first 4 KiB, or up to the end of its section 5 if further, its last 4 bytes, and 5
+        bytes at its section 7 after a bitmap); GRIB 1 messages and messages of several
+        fields are read whole (see the module documentation). The result is the same.
 
     Examples
     --------
@@ -150,7 +176,9 @@ class GRIBParser:
         reader = _Reader(store, path, int(source.size or 0), url)
         sidecar = self._sidecar(url, registry)
         if sidecar is not None:
-            fields = _indexed_fields(reader, sidecar, url)
+            entries = _idx_entries(sidecar, reader.size, url)
+            headers = set(self.filter_by_keys) <= HEADER_KEYS
+            fields = _indexed_fields(reader, entries, url, headers=headers)
         else:
             fields = _scan_fields(reader, url)
         with _Handles(fields, url) as fieldset:
@@ -230,12 +258,17 @@ class _Reader:
             self._start = offset
         return self._window[offset - self._start : end - self._start]
 
-    def read_ranges(self, starts: Sequence[int], lengths: Sequence[int]) -> list[bytes]:
-        """Several ranges at once (concurrently)."""
+    def read_ranges(
+        self, starts: Sequence[int], lengths: Sequence[int], *, coalesce: int = 1 << 20
+    ) -> list[bytes]:
+        """Several ranges at once (concurrently); ranges less than ``coalesce`` bytes apart
+        are read in one request."""
         if not starts:
             return []
         try:
-            blocks = obstore.get_ranges(self.store, self.path, starts=starts, lengths=lengths)
+            blocks = obstore.get_ranges(
+                self.store, self.path, starts=starts, lengths=lengths, coalesce=coalesce
+            )
         except Exception as error:
             raise InvalidFileError(f"reading the file failed: {error}", url=self.url) from error
         self.bytes_read += sum(lengths)
@@ -260,16 +293,77 @@ def _scan_fields(reader: _Reader, url: str) -> list[Field]:
     return fields
 
 
-def _indexed_fields(reader: _Reader, sidecar: str, url: str) -> list[Field]:
-    """Every field of the file, at the offsets its ``.idx`` sidecar lists.
+# GRIB 2 data representation templates whose section 7 ecCodes leaves alone until values are
+# decoded (simple, IEEE, JPEG 2000, PNG, CCSDS): a header-only message gives them an empty
+# section 7. For the others (complex packing, second order, ...) ecCodes lays out the section's
+# groups when it parses the message, from section 5, so the section keeps its length (zeros).
+_LAZY_DATA_TEMPLATES = frozenset({0, 4, 40, 41, 42})
 
-    NOAA's inventory lines are ``n:offset:d=YYYYMMDDHH:VAR:LEVEL:FORECAST:...``; a message
-    runs to the next listed offset (the last to the end of the file). Sub-messages of one
-    multi-field message (``n.1``, ``n.2``, ... at one offset) are one message. The messages
-    are read concurrently; each must start with ``"GRIB"`` and end with ``"7777"`` where the
-    index says, else the index does not describe the file.
+#: Keys whose values are the same in a header-only message and in the whole message: every key
+#: cfgrib reads to build its datasets (tests compare them key by key on the corpus and on
+#: generated files), and more header keys that ``filter_by_keys`` may use. A filter on any
+#: other key (a data statistic such as ``average``, say) makes the ``.idx`` path read the
+#: messages whole.
+HEADER_KEYS = frozenset(
+    {
+        # cfgrib's index, attribute, grid, time and coordinate keys
+        "DxInMetres", "DyInMetres", "LaDInDegrees", "Latin1InDegrees", "Latin2InDegrees",
+        "LoVInDegrees", "N", "NV", "Ni", "Nj", "Nx", "Ny", "M", "K", "J", "pl", "centre",
+        "centreDescription", "cfName", "cfVarName", "dataDate", "dataTime", "dataType",
+        "directionNumber", "distinctLatitudes", "distinctLongitudes", "edition", "endStep",
+        "frequencyNumber", "gridDefinitionDescription", "gridType",
+        "iDirectionIncrementInDegrees", "iScansNegatively", "jDirectionIncrementInDegrees",
+        "jPointsAreConsecutive", "jScansPositively", "latitudeOfFirstGridPointInDegrees",
+        "latitudeOfLastGridPointInDegrees", "latitudeOfSouthernPoleInDegrees", "latitudes",
+        "longitudeOfFirstGridPointInDegrees", "longitudeOfLastGridPointInDegrees",
+        "longitudeOfSouthernPoleInDegrees", "longitudes", "angleOfRotationInDegrees", "level",
+        "md5GridSection", "missingValue", "name", "number", "numberOfDirections",
+        "numberOfFrequencies", "numberOfPoints", "paramId", "shortName", "stepType",
+        "stepUnits", "subCentre", "totalNumber", "typeOfLevel", "units", "uvRelativeToGrid",
+        "time", "step", "valid_time", "validityDate", "validityTime", "indexing_time",
+        "indexingDate", "indexingTime", "verifying_time", "valid_month",
+        "monthlyVerificationDate",
+        # more header keys
+        "discipline", "parameterCategory", "parameterNumber", "productDefinitionTemplateNumber",
+        "gridDefinitionTemplateNumber", "dataRepresentationTemplateNumber", "packingType",
+        "bitsPerValue", "numberOfValues", "numberOfDataPoints", "bitmapPresent",
+        "typeOfFirstFixedSurface", "scaledValueOfFirstFixedSurface", "stepRange", "startStep",
+        "forecastTime", "perturbationNumber", "typeOfGeneratingProcess",
+        "generatingProcessIdentifier", "productionStatusOfProcessedData",
+        "significanceOfReferenceTime", "typeOfProcessedData", "marsClass", "marsType",
+        "marsStream", "experimentVersionNumber",
+    }
+)  # fmt: skip
+
+_PREFIX = 4 << 10
+# obstore merges ranges less than this apart into one request: a few more bytes rather than
+# a request per message header when messages are small, and no whole-file reads when they
+# are not (its default, 1 MiB, would read every message of most forecast files whole)
+_COALESCE = 32 << 10
+_MAX_ROUNDS = 8
+_IDX_HINT = "Regenerate the index (wgrib2 -s), or pass index=False to scan the file"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One message listed by a ``.idx`` sidecar: where it starts, how long the index says it
+    is (to the next listed offset, the last to the end of the file), how many fields it
+    lists there."""
+
+    number: int
+    offset: int
+    length: int
+    fields: int
+
+
+def _idx_entries(sidecar: str, size: int, url: str) -> list[_Entry]:
+    """The messages a NOAA-style ``.idx`` sidecar lists, in order.
+
+    Its lines are ``n:offset:d=YYYYMMDDHH:VAR:LEVEL:FORECAST:...``; the fields of one
+    multi-field message are sub-numbered (``n.1``, ``n.2``, ...) at one offset.
     """
     offsets: list[int] = []
+    fields: list[int] = []
     for number, line in enumerate(sidecar.splitlines()):
         if not line.strip():
             continue
@@ -282,32 +376,226 @@ def _indexed_fields(reader: _Reader, sidecar: str, url: str) -> list[Field]:
                 url=url,
                 hint="Pass index=False to scan the file instead",
             ) from None
-        if not offsets or offset != offsets[-1]:
+        sub_numbered = "." in parts[0]
+        if offsets and offset == offsets[-1]:
+            fields[-1] += 1
+        else:
             offsets.append(offset)
-    if not offsets or offsets != sorted(offsets) or offsets[-1] >= reader.size:
+            fields.append(2 if sub_numbered else 1)
+    if not offsets or offsets != sorted(offsets) or offsets[-1] >= size:
         raise InvalidFileError(
             "the .idx sidecar's offsets are not increasing offsets within the file",
             url=url,
             hint="Pass index=False to scan the file instead",
         )
-    ends = [*offsets[1:], reader.size]
-    lengths = [end - start for start, end in zip(offsets, ends, strict=True)]
+    ends = [*offsets[1:], size]
+    return [
+        _Entry(number, offset, end - offset, count)
+        for number, (offset, end, count) in enumerate(zip(offsets, ends, fields, strict=True))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Extend:
+    """The header walk needs the message's first ``end`` bytes."""
+
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Section7:
+    """The header walk needs the 5 bytes at ``at`` (section 7's length and number)."""
+
+    at: int
+
+
+def _header_only(
+    prefix: bytes, section7: bytes | None, length: int
+) -> bytes | _Extend | _Section7 | None:
+    """The header-only form of a one-field GRIB 2 message of ``length`` bytes, from its first
+    bytes ``prefix`` (and the 5 bytes ``section7`` where section 7 starts, when the prefix
+    stops before them).
+
+    The header-only message is sections 0 to 5 as they are, section 6 with the same bitmap
+    indicator (a bitmap, if the message has one, of the same length with every point
+    present), section 7 without its data (of its real length, in zeros, for the packings
+    whose section 7 ecCodes lays out when it parses a message), ``"7777"``, and the total
+    length in section 0 set to its own length. Returns what more the walk needs to read, or
+    None when the message is not one field whose sections 1 to 7 follow each other to its
+    end (the caller then reads it whole).
+    """
+    sections: list[bytes] = []
+    position = 16
+    template = -1
+    expected = [1, 2, 3, 4, 5, 6]  # section 2 is optional
+    while True:
+        if position + 6 > len(prefix):
+            return _Extend(position + _PREFIX)
+        size = int.from_bytes(prefix[position : position + 4], "big")
+        number = prefix[position + 4]
+        if number == 3 and expected[0] == 2:
+            expected.pop(0)
+        if not expected or number != expected.pop(0) or size < 5:
+            return None
+        if position + size > length - 4:
+            return None
+        if number == 6:
+            break
+        if position + size + 6 > len(prefix):
+            return _Extend(position + size + _PREFIX)
+        section = prefix[position : position + size]
+        if number == 5:
+            if size < 11:
+                return None
+            template = int.from_bytes(section[9:11], "big")
+        sections.append(section)
+        position += size
+    if template < 0:
+        return None
+    indicator = prefix[position + 5]
+    if indicator == 0:
+        sections.append(prefix[position : position + 6] + b"\xff" * (size - 6))
+    elif indicator != 254 and size == 6:
+        sections.append(prefix[position : position + 6])
+    else:
+        return None  # a bitmap defined earlier in the message: not a one-field message
+    position += size
+    if section7 is None:
+        if position + 5 > len(prefix):
+            return _Section7(position)
+        section7 = prefix[position : position + 5]
+    size = int.from_bytes(section7[0:4], "big")
+    if section7[4] != 7 or position + size + 4 != length:
+        return None  # more fields follow, or the sections don't add up: read it whole
+    sections.append(
+        b"\x00\x00\x00\x05\x07" if template in _LAZY_DATA_TEMPLATES else section7 + bytes(size - 5)
+    )
+    body = b"".join(sections)
+    return prefix[:8] + (16 + len(body) + 4).to_bytes(8, "big") + body + END
+
+
+def _indexed_fields(
+    reader: _Reader, entries: list[_Entry], url: str, *, headers: bool = True
+) -> list[Field]:
+    """Every field of the file, in the messages its ``.idx`` sidecar lists.
+
+    With ``headers``, a GRIB 2 message the index lists as one field is read only up to the
+    start of its section 7 (its first 4 KiB, more if its sections 1 to 6 run further, and
+    the 5 bytes of section 7's header when a bitmap lies before it), plus its last 4 bytes
+    (``"7777"``), and its field is a header-only message (see :func:`_header_only`).
+    Other messages (GRIB 1, several fields, no more than 4 KiB, or anything the header walk
+    can't follow) are read whole. Reads are concurrent, in rounds (a round for what the
+    first reads showed is missing).
+
+    Raises
+    ------
+    InvalidFileError
+        Where the index lists a message that is not there: no ``"GRIB"`` at its offset, a
+        GRIB 2 length longer than the index's, or no ``"7777"`` where it ends.
+    """
+    found: dict[int, list[Field]] = {}
+    whole = {e.number for e in entries if not headers or e.fields > 1 or e.length <= _PREFIX}
+    prefixes: dict[int, bytes] = {}
+    section7: dict[int, bytes] = {}
+    ends: dict[int, bytes] = {}
+    requests: list[tuple[int, str, int, int]] = []  # entry, what, start, length
+    for entry in entries:
+        if entry.number in whole:
+            requests.append((entry.number, "whole", entry.offset, entry.length))
+        else:
+            requests.append((entry.number, "prefix", entry.offset, _PREFIX))
+            requests.append((entry.number, "end", entry.offset + entry.length - 4, 4))
+    for _ in range(_MAX_ROUNDS):
+        if not requests:
+            break
+        blocks = reader.read_ranges(
+            [start for _, _, start, _ in requests],
+            [length for _, _, _, length in requests],
+            coalesce=_COALESCE,
+        )
+        for (number, what, _, _), block in zip(requests, blocks, strict=True):
+            if what == "whole":
+                found[number] = _whole_message(entries[number], block, url)
+            elif what == "prefix":
+                prefixes[number] = prefixes.get(number, b"") + block
+            elif what == "section7":
+                section7[number] = block
+            else:
+                ends[number] = block
+        requests = []
+        for number in sorted(prefixes.keys() - found.keys()):
+            entry = entries[number]
+            prefix = prefixes[number]
+            step = _header_step(entry, prefix, section7.get(number), ends[number], url)
+            if isinstance(step, bytes):
+                message = Message(number, entry.offset, entry.length, 2)
+                found[number] = [Field(message, 0, step)]
+            elif isinstance(step, _Extend) and step.end > len(prefix) < entry.length:
+                end = min(step.end, entry.length)
+                requests.append((number, "prefix", entry.offset + len(prefix), end - len(prefix)))
+            elif isinstance(step, _Section7):
+                requests.append((number, "section7", entry.offset + step.at, 5))
+            else:
+                requests.append((number, "whole", entry.offset, entry.length))
+    left = [entry for entry in entries if entry.number not in found]
+    if left:
+        blocks = reader.read_ranges([e.offset for e in left], [e.length for e in left])
+        for entry, block in zip(left, blocks, strict=True):
+            found[entry.number] = _whole_message(entry, block, url)
     fields: list[Field] = []
-    for number, (offset, data) in enumerate(
-        zip(offsets, reader.read_ranges(offsets, lengths), strict=True)
-    ):
-        edition = data[7] if len(data) > 15 and data[:4] == b"GRIB" else 0
-        length = _declared_length(data, edition)
-        if not 0 < length <= len(data) or data[length - 4 : length] != b"7777":
-            raise InvalidFileError(
-                f"the .idx sidecar lists message {number} at byte {offset}, where no whole "
-                "GRIB message is",
-                url=url,
-                hint="Regenerate the index (wgrib2 -s), or pass index=False to scan the file",
-            )
-        data = data[:length]
-        fields.extend(fields_of(Message(number, offset, length, edition), data, url))
+    for entry in entries:
+        fields.extend(found[entry.number])
     return fields
+
+
+def _header_step(
+    entry: _Entry, prefix: bytes, section7: bytes | None, end: bytes, url: str
+) -> bytes | _Extend | _Section7 | None:
+    """Checks the indicator section and walks the headers of a message read in part: its
+    header-only message, what more to read, or None to read it whole."""
+    if prefix[:4] != MAGIC:
+        raise InvalidFileError(
+            f"the .idx sidecar lists message {entry.number} at byte {entry.offset}, where no "
+            "GRIB message starts: the index does not match the file",
+            url=url,
+            hint=_IDX_HINT,
+        )
+    if prefix[7] != 2 or len(prefix) < 16:
+        return None
+    declared = int.from_bytes(prefix[8:16], "big")
+    if declared > entry.length:
+        raise InvalidFileError(
+            f"message {entry.number} at byte {entry.offset} is {declared} bytes long, but the "
+            f".idx sidecar has the next message {entry.length} bytes after its start: the "
+            "index does not match the file",
+            url=url,
+            hint=_IDX_HINT,
+        )
+    if declared < entry.length:
+        return None  # bytes between messages: read it whole, to find where it ends
+    if end != END:
+        raise InvalidFileError(
+            f"message {entry.number} at byte {entry.offset} ({declared} bytes, as the .idx "
+            "sidecar says) does not end with '7777': the index does not match the file",
+            url=url,
+            hint=_IDX_HINT,
+        )
+    return _header_only(prefix, section7, declared)
+
+
+def _whole_message(entry: _Entry, data: bytes, url: str) -> list[Field]:
+    """The fields of a message the index lists, read whole."""
+    edition = data[7] if len(data) > 15 and data[:4] == MAGIC else 0
+    length = _declared_length(data, edition)
+    if not 0 < length <= len(data) or data[length - 4 : length] != END:
+        raise InvalidFileError(
+            f"the .idx sidecar lists message {entry.number} at byte {entry.offset}, where no "
+            "whole GRIB message is: the index does not match the file",
+            url=url,
+            hint=_IDX_HINT,
+        )
+    message = Message(entry.number, entry.offset, length, edition)
+    return fields_of(message, data[:length], url)
 
 
 def _declared_length(data: bytes, edition: int) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError
 
-__all__ = ["Field", "Message", "fields_of", "grib1_length", "scan"]
+__all__ = ["END", "MAGIC", "Field", "Message", "fields_of", "grib1_length", "scan"]
 
 MAGIC = b"GRIB"
 END = b"7777"
@@ -46,8 +46,11 @@ class Field:
     """One field, as ecCodes with multi-field support (and cfgrib) reads it: field
     ``number`` of ``message``.
 
-    ``data`` is a complete message whose first field is this one: the message's own bytes for
-    its first field, a rebuilt standalone message for a later one.
+    ``data`` is a message whose first field is this one: the message's own bytes for its
+    first field, a rebuilt standalone message for a later one; or, when the parser read only
+    the message's headers (through a ``.idx`` sidecar), a header-only message (its sections 0
+    to 6 without the data, see ``virtualize.parsers.grib``), enough for ecCodes and cfgrib
+    to build the datasets but not to decode values.
     """
 
     message: Message

@@ -67,6 +67,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/combine_scaling.py
 	$(BENCH_VENV)/bin/python benchmarks/ingest.py
 	$(BENCH_VENV)/bin/python benchmarks/netcdf3_parse.py
+	$(BENCH_VENV)/bin/python benchmarks/grib_open.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -48,8 +48,6 @@ import importlib.util
 import json
 import math
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,6 +102,7 @@ Open = Callable[[], Any]
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_process import run_in_fresh_process, summarise  # noqa: E402
 from mfdataset import git_revision, machine  # noqa: E402
 
 
@@ -372,26 +371,8 @@ def run_case(case: str, path: Path, index: Path | None, warm: int) -> dict[str, 
 
 def measure_case(case: str, path: Path, index: Path, warm: int) -> dict[str, Any]:
     """Run one case in a fresh interpreter and return the JSON line it prints."""
-    command = [sys.executable, __file__, "--case", case, "--input", str(path)]
-    command += ["--index", str(index), "--warm", str(warm)]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        raise SystemExit(f"case {case} on {path} failed:\n{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best and median first open over the processes, and the median warm open."""
-    first = [run["first_seconds"] for run in runs]
-    warm = [s for run in runs for s in run["warm_seconds"]]
-    return runs[0] | {
-        "first_seconds": first,
-        "best": min(first),
-        "median": statistics.median(first),
-        "best_cpu": min(run["first_cpu_seconds"] for run in runs),
-        "warm_seconds": warm,
-        "warm_median": statistics.median(warm) if warm else float("nan"),
-    }
+    arguments = ["--case", case, "--input", str(path), "--index", str(index), "--warm", str(warm)]
+    return run_in_fresh_process(__file__, arguments, f"case {case} on {path}")
 
 
 def check_agreement(results: dict[str, dict[str, Any]], messages: int, name: str) -> None:

@@ -34,8 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -58,6 +56,7 @@ Parse = Callable[[], Any]
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_process import run_in_fresh_process, summarise  # noqa: E402
 from mfdataset import git_revision, machine  # noqa: E402
 
 
@@ -169,25 +168,7 @@ def run_case(case: str, warm: int) -> dict[str, Any]:
 
 def measure_case(case: str, warm: int) -> dict[str, Any]:
     """Run one case in a fresh interpreter and return the JSON line it prints."""
-    command = [sys.executable, __file__, "--case", case, "--warm", str(warm)]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        raise SystemExit(f"case {case} failed:\n{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best and median first parse over the processes, and the median warm parse."""
-    first = [run["first_seconds"] for run in runs]
-    warm = [s for run in runs for s in run["warm_seconds"]]
-    return runs[0] | {
-        "first_seconds": first,
-        "best": min(first),
-        "median": statistics.median(first),
-        "best_cpu": min(run["first_cpu_seconds"] for run in runs),
-        "warm_seconds": warm,
-        "warm_median": statistics.median(warm) if warm else float("nan"),
-    }
+    return run_in_fresh_process(__file__, ["--case", case, "--warm", str(warm)], f"case {case}")
 
 
 def measure(cases: list[str], repeats: int, warm: int) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,7 @@ TOOLS = {"virtualize": "virtualize", "virtualizarr": "VirtualiZarr"}
 
 sys.path.insert(0, str(BENCHMARKS))
 import generate  # noqa: E402
+from fresh_process import run_in_fresh_process  # noqa: E402
 
 
 def interpreter_with_netcdf4() -> str:
@@ -75,11 +76,7 @@ def warm_page_cache(path: Path) -> None:
 
 def run_case(case: str, path: Path) -> dict[str, Any]:
     """Run one case in a fresh interpreter and return the JSON line it prints."""
-    command = [sys.executable, str(BENCHMARKS / "cases.py"), case, str(path)]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        raise SystemExit(f"case {case} failed:\n{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return run_in_fresh_process(str(BENCHMARKS / "cases.py"), [case, str(path)], f"case {case}")
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ from virtualize.parsers.hdf_common import (
     contiguous_chunks,
     contiguous_manifest,
 )
-from virtualize.parsers.inline import inline_array
+from virtualize.parsers.inline import default_fill_value, inline_array
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
@@ -509,14 +509,6 @@ def _zarr_type(dtype: np.dtype[Any]) -> Any:
     return get_data_type_from_native_dtype(dtype)
 
 
-def _fill(dtype: np.dtype[Any]) -> Any:
-    if dtype.kind == "b":
-        return False
-    if dtype.kind == "U":
-        return ""
-    return 0
-
-
 def _bytes_codec(dtype: np.dtype[Any], endian: Literal["big", "little"]) -> BytesCodec:
     return BytesCodec(endian=endian if dtype.itemsize > 1 else None)
 
@@ -857,7 +849,13 @@ class _FileContext:
             codecs.insert(0, scale)
             decoded = scale.decoded
         metadata = array_metadata(
-            shape, chunks, _zarr_type(decoded), _fill(decoded), codecs, {}, _image_dims(len(shape))
+            shape,
+            chunks,
+            _zarr_type(decoded),
+            default_fill_value(decoded),
+            codecs,
+            {},
+            _image_dims(len(shape)),
         )
         return ManifestArray(metadata, manifest)
 
@@ -924,7 +922,7 @@ class _FileContext:
             shape,
             chunks,
             _zarr_type(decoded),
-            _fill(decoded),
+            default_fill_value(decoded),
             codecs,
             _column_attributes(header, column.number),
             dims,
@@ -1073,7 +1071,7 @@ class _CompressedImage:
             self.shape,
             self.tile_shape,
             _zarr_type(decoded),
-            _fill(decoded),
+            default_fill_value(decoded),
             codecs,
             {},
             _image_dims(len(self.shape)),

@@ -21,7 +21,7 @@ from zarr.storage import MemoryStore
 
 from virtualize.manifests import INLINE, MISSING, ChunkManifest, ManifestArray
 
-__all__ = ["encode_chunks", "inline_array", "inline_manifest"]
+__all__ = ["default_fill_value", "encode_chunks", "inline_array", "inline_manifest"]
 
 
 def encode_chunks(
@@ -150,7 +150,7 @@ def inline_array(
         shape,
         chunks,
         get_data_type_from_native_dtype(dtype),
-        _default_fill(dtype),
+        default_fill_value(dtype),
         [BytesCodec(endian="little" if dtype.itemsize > 1 else None)],
         attributes or {},
         dims,
@@ -161,7 +161,8 @@ def inline_array(
     return ManifestArray(metadata, inline_manifest(grid, encode_chunks(metadata, values)))
 
 
-def _default_fill(dtype: np.dtype[Any]) -> Any:
+def default_fill_value(dtype: np.dtype[Any]) -> Any:
+    """The fill value of an array whose every chunk is present: zero of its kind."""
     if dtype.kind == "b":
         return False
     if dtype.kind == "U":

@@ -475,3 +475,12 @@ def test_registry_none_authorises_the_folder_and_says_so(netcdf_file: Path) -> N
         report = inspect_file(str(netcdf_file))
     assert any("registry=None" in str(w.message) for w in caught)
     assert len(report.variables) == 6 and report.ok
+
+
+def test_long_codec_settings_are_shortened() -> None:
+    """A JPEG TIFF's tables (base64 in the codec's configuration) show as their length in
+    the table; the JSON report keeps the whole configuration."""
+    from virtualize.inspection import _codec_label
+
+    document = {"name": "virtualize.tiff_jpeg", "configuration": {"rows": 32, "tables": "A" * 200}}
+    assert _codec_label(document, 1) == "virtualize.tiff_jpeg(rows=32, tables=<200 chars>)"

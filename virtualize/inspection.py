@@ -590,8 +590,14 @@ def _typed_label(pair: Any) -> str:
         return _value_label(pair)
 
 
+_LONGEST_STRING = 24
+
+
 def _value_label(value: Any) -> str:
     if isinstance(value, str):
+        # long strings are tables (JPEG's, in base64), not settings: say how long they are
+        if len(value) > _LONGEST_STRING:
+            return f"<{len(value)} chars>"
         return value
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_value_label(v) for v in value) + "]"

@@ -704,3 +704,21 @@ def test_forecast_runs_ingest_into_icechunk(tmp_path: Path) -> None:
         )
     np.testing.assert_array_equal(got["time"].values, expected["time"].values)
     assert got["t"].shape == (6, 3, 2, *got["t"].shape[-2:])
+
+
+def test_a_program_that_lets_xarray_load_eccodes_exits_cleanly(tmp_path: Path) -> None:
+    """xarray's engine discovery imports cfgrib (ecCodes) and then rioxarray (pyproj); in
+    that order the interpreter aborts at exit unless virtualize loaded PROJ first."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("pyproj")
+    script = (
+        "import virtualize, xarray\n"
+        "xarray.backends.list_engines()\n"
+        "import pyproj\n"
+        "pyproj.CRS.from_epsg(4326).to_wkt()\n"
+        "print('done')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (run.returncode, run.stdout.strip()) == (0, "done"), run.stderr[-500:]

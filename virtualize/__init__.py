@@ -7,7 +7,8 @@ directly (:class:`ManifestStore`) or that is committed to Icechunk or written as
 
 from importlib.metadata import PackageNotFoundError, version
 
-from virtualize import errors, parsers
+# _eccodes first: it loads PROJ before anything can load ecCodes (see that module)
+from virtualize import _eccodes, errors, parsers  # noqa: F401  (_eccodes: for its effect)
 from virtualize.ingest import IngestReport, ingest
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.registry import ObjectStoreRegistry

@@ -8,7 +8,7 @@ stored in the repository itself are not sampled), and reads each one twice:
   read-only session's store, indexed by the chunk's region, so that Icechunk resolves the
   reference (checking the checksum it recorded) and zarr applies the array's codecs;
 * **through the native reader of the source format** (h5py / xarray for HDF5 and netCDF4,
-  tifffile for TIFF, GeoTIFF and COG), opened through the
+  tifffile for TIFF, GeoTIFF and COG, cfgrib for GRIB 1 and 2), opened through the
   :class:`~virtualize.ObjectStoreRegistry`, at the same variable and the region the chunk
   covers in that file.
 
@@ -26,6 +26,11 @@ conventions, just as zarr applies the repository's codecs.
 For TIFF the oracle is tifffile decoding the tiles or strips of the region from the IFD the
 array was made from (the first image, its internal mask, an overview; band first, as the
 parser presents interleaved pixels), with its own codecs and fill value for sparse tiles.
+
+For GRIB the oracle is cfgrib (with ecCodes) opening a temporary copy of the file fetched
+through the registry, ``cfgrib.open_datasets`` as the parser groups it, reading the region
+of the variable: float32 with missing values as NaN, as virtualize's GRIB codec promises.
+GRIB has no CF packing, so stored and decoded values are the same.
 
 The one exception is an array carrying virtualize's ``virtualize.cf_packing`` codec: its
 packing *is* part of the codec chain (zarr returns decoded floats), so there the oracle is
@@ -53,8 +58,9 @@ by xarray, so files with different time units still match) over the chunk's regi
 in the file's own values of that coordinate. Axes without a coordinate keep the same region
 when the file has the array's length there; otherwise the chunk's offset in the run of chunks
 from the same file along that axis is used. Leading dimensions the file's variable lacks
-(``time`` given to single images by a ``preprocess`` function) must be covered one element
-per chunk, and map to nothing in the file.
+(``time`` given to single images, or to GRIB forecast runs whose reference ``time`` is a
+scalar coordinate, by a ``preprocess`` function) must be covered one element per chunk, and
+map to nothing in the file.
 
 Adding formats
 --------------
@@ -70,6 +76,8 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
+import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -102,6 +110,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NATIVE_READERS",
+    "GRIBSource",
     "HDF5Source",
     "Mismatch",
     "NativeSource",
@@ -316,7 +325,9 @@ class NativeSource(Protocol):
     Variable names are ``/``-separated paths from the file's root. A source may also have a
     method ``variable(name, attributes) -> str | None`` naming the variable that an array
     with these attributes was made from, when they tell (TIFF arrays record their IFD);
-    that name is then tried first.
+    that name is then tried first. It may also have a method ``scalar(name) -> np.ndarray |
+    None`` giving the 0-d coordinate ``name`` (a GRIB run's reference ``time``), checked
+    against the repository's value along a leading dimension the file lacks.
     """
 
     def shape(self, name: str) -> tuple[int, ...] | None:
@@ -616,9 +627,151 @@ class TIFFSource:
         self._file.close()
 
 
+class GRIBSource:
+    """A GRIB 1 or GRIB 2 file read with cfgrib (and ecCodes), independently of
+    virtualize's parser and codec.
+
+    The file's bytes are fetched through obstore into a temporary folder, with cfgrib's
+    index beside them, and opened with ``cfgrib.open_datasets``. Variables are named as
+    :class:`~virtualize.parsers.GRIBParser` names them: ``"<variable>"`` when the file is
+    one dataset, ``"<group>/<variable>"`` (groups named by
+    :func:`virtualize.parsers.grib.group_names`) when it is several; coordinates
+    (``step``, ``isobaricInhPa``, ``latitude``, ...) likewise.
+
+    Parameters
+    ----------
+    url
+        The file.
+    registry
+        Authorises and serves ``url``.
+
+    Notes
+    -----
+    cfgrib gives float32 with missing values as NaN and GRIB has no CF packing, so
+    ``read(..., decode=True)`` gives the same values as ``decode=False``. A forecast run's
+    reference ``time`` is a scalar coordinate here; a ``time`` dimension that a
+    ``preprocess`` function gave the repository's arrays is a leading dimension the file
+    lacks (see :func:`verify_repository`).
+    """
+
+    def __init__(self, url: str, registry: ObjectStoreRegistry) -> None:
+        import obstore
+
+        from virtualize._eccodes import eccodes
+
+        eccodes()  # ecCodes before cfgrib: see virtualize._eccodes
+        import cfgrib
+
+        from virtualize.parsers.grib import group_names
+
+        self.url = url
+        self.registry = registry
+        store, path = registry.resolve(url)
+        data = obstore.get(store, path).bytes()
+        self._folder = tempfile.mkdtemp(prefix="virtualize-verify-grib-")
+        try:
+            local = os.path.join(self._folder, "source.grib")
+            with open(local, "wb") as file:
+                file.write(memoryview(data))
+            # never indexpath="": cfgrib would rescan the file for every variable
+            index = os.path.join(self._folder, "source.grib.{short_hash}.idx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                datasets = cfgrib.open_datasets(local, backend_kwargs={"indexpath": index})
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+        self._datasets: list[Any] = list(datasets)
+        self._groups: dict[str, Any] = (
+            {"": self._datasets[0]}
+            if len(self._datasets) == 1
+            else dict(zip(group_names(self._datasets), self._datasets, strict=True))
+        )
+
+    def _lookup(self, name: str) -> Any | None:
+        """cfgrib's variable (data or coordinate) ``name``, or None."""
+        group, leaf = posixpath.split(name.strip("/"))
+        dataset = self._groups.get(group)
+        if dataset is None or not leaf:
+            return None
+        return dataset.variables.get(leaf)
+
+    def variable(self, name: str, attributes: dict[str, Any]) -> str | None:
+        """The variable of the file an array named ``name`` with these attributes was made
+        from, when ``name`` alone doesn't name one: the variable of that leaf name, in the
+        one group whose cfgrib attributes (``GRIB_typeOfLevel``, ``GRIB_stepType``, ...)
+        agree with the array's. This finds a group the repository holds at its root
+        (``GRIBParser(group=...)``); None when there is no such single variable."""
+        if self._lookup(name) is not None:
+            return None
+        leaf = posixpath.basename(name.strip("/"))
+        found = [
+            f"{group}/{leaf}" if group else leaf
+            for group, dataset in self._groups.items()
+            if leaf in dataset.data_vars and _agree(dataset[leaf].attrs, attributes)
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of cfgrib's variable ``name`` (see :meth:`NativeSource.shape`)."""
+        variable = self._lookup(name)
+        return None if variable is None else tuple(int(n) for n in variable.shape)
+
+    def read(self, name: str, region: tuple[slice, ...], *, decode: bool) -> np.ndarray:
+        """The values of ``name`` over ``region`` as cfgrib decodes them (see
+        :meth:`NativeSource.read`; ``decode`` changes nothing for GRIB)."""
+        variable = self._lookup(name)
+        if variable is None:
+            raise KeyError(f"the file has no variable {name!r}")
+        return np.asarray(variable[region].values)
+
+    def scalar(self, name: str) -> np.ndarray | None:
+        """cfgrib's value of the scalar coordinate ``name`` (a forecast run's reference
+        ``time``, as ``datetime64``), or None. :func:`verify_repository` checks it against
+        the repository's value along a leading dimension the file lacks."""
+        variable = self._lookup(name)
+        if variable is None or variable.ndim != 0:
+            return None
+        return np.asarray(variable.values)
+
+    def coordinate(self, name: str) -> np.ndarray | None:
+        """cfgrib's values of the 1-D coordinate ``name`` (times as ``datetime64``, steps
+        as ``timedelta64``, as xarray decodes the repository's; see
+        :meth:`NativeSource.coordinate`)."""
+        variable = self._lookup(name)
+        if variable is None or variable.ndim != 1:
+            return None
+        return np.asarray(variable.values)
+
+    def close(self) -> None:
+        """Close cfgrib's datasets and delete the temporary copy and its index."""
+        for dataset in self._datasets:
+            dataset.close()
+        self._datasets.clear()
+        self._groups.clear()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _agree(native: dict[Any, Any], recorded: dict[str, Any]) -> bool:
+    """Whether the ``GRIB_*`` attributes the two sides both have are equal."""
+    for key, value in native.items():
+        if not str(key).startswith("GRIB_") or key not in recorded:
+            continue
+        try:
+            if not bool(np.all(np.asarray(value) == np.asarray(recorded[key]))):
+                return False
+        except Exception:
+            return False
+    return True
+
+
 #: Native readers by format name (as :func:`virtualize.parsers.sniff_format` names formats).
-#: Register a reader for another format here: ``NATIVE_READERS["grib"] = GRIBSource``.
-NATIVE_READERS: dict[str, NativeOpener] = {"hdf5": HDF5Source, "tiff": TIFFSource}
+#: Register a reader for another format here: ``NATIVE_READERS["fits"] = FITSSource``.
+NATIVE_READERS: dict[str, NativeOpener] = {
+    "hdf5": HDF5Source,
+    "tiff": TIFFSource,
+    "grib": GRIBSource,
+}
 
 
 # -- opening the repository -------------------------------------------------------------------
@@ -1043,7 +1196,8 @@ def _source_region(
 
     Leading dimensions of the array that the source variable lacks (``time`` given to
     single images by a ``preprocess`` function) map to nothing: the region has the source
-    variable's dimensions only.
+    variable's dimensions only. When the source has a scalar coordinate of that name (a
+    GRIB forecast run's reference ``time``), it must be the repository's value there.
     """
     file_shape = source.shape(name) or ()
     extra = array.ndim - len(file_shape)
@@ -1051,6 +1205,8 @@ def _source_region(
     region = []
     for axis, (dimension, wanted) in enumerate(zip(dimensions, chunk.region, strict=True)):
         if axis < extra:
+            if dimension:
+                _check_scalar(chunk, array, name, source, repository, axis, dimension)
             continue
         start, stop = int(wanted.start), int(wanted.stop)
         length, file_length = array.shape[axis], file_shape[axis - extra]
@@ -1076,6 +1232,36 @@ def _source_region(
             offset = start - _region(array, first)[axis].start
             region.append(slice(offset, offset + stop - start))
     return tuple(region)
+
+
+def _check_scalar(
+    chunk: SampledChunk,
+    array: ManifestArray,
+    name: str,
+    source: NativeSource,
+    repository: _Repository,
+    axis: int,
+    dimension: str,
+) -> None:
+    """Fail unless the source's scalar coordinate ``dimension`` (when the source has a
+    ``scalar`` method and such a coordinate) is the repository's value of that coordinate
+    at the chunk, along a leading dimension that only the repository has: otherwise a file
+    replaced by another run of the same layout would read the same both ways."""
+    scalar = getattr(source, "scalar", None)
+    if not callable(scalar):
+        return
+    repo_values = repository.coordinate(chunk.path, dimension, array.shape[axis])
+    if repo_values is None:
+        return
+    for scope in _scopes(name):
+        value = scalar(posixpath.join(scope, dimension) if scope else dimension)
+        if value is not None:
+            wanted = repo_values[chunk.region[axis].start]
+            if not _same_values(np.asarray(value).reshape(1), np.asarray(wanted).reshape(1)):
+                raise _Failure(
+                    f"the chunk's {dimension} ({wanted}) is not the source's {dimension} ({value})"
+                )
+            return
 
 
 def _run_start(array: ManifestArray, chunk: tuple[int, ...], axis: int) -> tuple[int, ...]:

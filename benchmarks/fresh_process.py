@@ -11,6 +11,8 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,21 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "warm_seconds": warm,
         "warm_median": statistics.median(warm) if warm else float("nan"),
     }
+
+
+def ensure_generated(
+    path: Path, spec: dict[str, Any], write: Callable[[Path], None], library: str
+) -> Path:
+    """``path``, written by ``write`` (through a temporary name) if it is missing or its
+    marker (``generator.json`` beside it, recording ``spec``) is stale."""
+    marker = path.parent / "generator.json"
+    if marker.exists() and json.loads(marker.read_text()).get("spec") == spec and path.exists():
+        return path
+    print(f"writing {path} ...", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    write(partial)
+    partial.rename(path)
+    document = {"spec": spec, "bytes": path.stat().st_size, library: version(library)}
+    marker.write_text(json.dumps(document, indent=2))
+    return path

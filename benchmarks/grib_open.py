@@ -63,7 +63,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 FOLDER = REPO / ".bench" / "grib-300"
 PATH = FOLDER / "fields.grib2"
-MARKER = FOLDER / "generator.json"
+MARKER = FOLDER / "generator.json"  # written by ensure_generated
 GFS = REPO.parent / "shared" / "corpus" / "grib" / "pygrib" / "gfs.grb"
 SAMPLE = "regular_ll_pl_grib2"
 PACKING = "grid_simple"
@@ -102,7 +102,7 @@ Open = Callable[[], Any]
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fresh_process import run_in_fresh_process, summarise  # noqa: E402
+from fresh_process import ensure_generated, run_in_fresh_process, summarise  # noqa: E402
 from mfdataset import git_revision, machine  # noqa: E402
 
 
@@ -188,21 +188,8 @@ def write_file(path: Path) -> None:
 
 
 def ensure_file() -> Path:
-    """The file, written first (through a temporary name) if missing or its marker is stale."""
-    if MARKER.exists() and json.loads(MARKER.read_text()).get("spec") == spec() and PATH.exists():
-        return PATH
-    print(f"writing {PATH} ...", flush=True)
-    FOLDER.mkdir(parents=True, exist_ok=True)
-    partial = PATH.with_suffix(".partial")
-    write_file(partial)
-    partial.rename(PATH)
-    MARKER.write_text(
-        json.dumps(
-            {"spec": spec(), "bytes": PATH.stat().st_size, "eccodes": version("eccodes")},
-            indent=2,
-        )
-    )
-    return PATH
+    """The file, written first if missing or its marker is stale."""
+    return ensure_generated(PATH, spec(), write_file, "eccodes")
 
 
 def inputs() -> dict[str, Path]:

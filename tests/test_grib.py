@@ -117,8 +117,7 @@ def test_scan_matches_eccodes_offsets(path: Path) -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
 def test_multi_field_messages_reference_the_message() -> None:
     path = CORPUS / "pygrib" / "gfs.grb"
-    if not path.exists():
-        pytest.skip("gfs.grb not in the corpus")
+    assert path.exists(), f"{path} is missing from the corpus"
     store = GRIBParser(group="isobaricInhPa_26levels")(str(path), registry_for(path))
     v = store.group.arrays["v"]
     assert v.metadata.codecs[0].to_dict()["configuration"] == {"field": 1}
@@ -128,8 +127,7 @@ def test_multi_field_messages_reference_the_message() -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
 def test_gfs_group_names() -> None:
     path = CORPUS / "pygrib" / "gfs.grb"
-    if not path.exists():
-        pytest.skip("gfs.grb not in the corpus")
+    assert path.exists(), f"{path} is missing from the corpus"
     store = GRIBParser()(str(path), registry_for(path))
     names = list(store.group.groups)
     assert len(names) == len(set(names)) == 38
@@ -142,8 +140,7 @@ def test_gfs_group_names() -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
 def test_filter_by_keys(tmp_path: Path) -> None:
     path = CORPUS / "pygrib" / "gfs.grb"
-    if not path.exists():
-        pytest.skip("gfs.grb not in the corpus")
+    assert path.exists(), f"{path} is missing from the corpus"
     parser = GRIBParser(filter_by_keys={"typeOfLevel": "surface"})
     assert compare(path, tmp_path, parser) == []
 
@@ -169,11 +166,18 @@ def levels_steps_members(
     return fields
 
 
-@pytest.mark.parametrize("edition", [1, 2])
-@pytest.mark.parametrize("packing", ["grid_simple", "grid_ieee", "grid_ccsds", "grid_jpeg"])
+@pytest.mark.parametrize(
+    ("edition", "packing"),
+    [
+        (1, "grid_simple"),
+        (1, "grid_ieee"),
+        (2, "grid_simple"),
+        (2, "grid_ieee"),
+        (2, "grid_ccsds"),  # CCSDS and JPEG 2000 are GRIB 2 packings only
+        (2, "grid_jpeg"),
+    ],
+)
 def test_generated_packings(tmp_path: Path, edition: int, packing: str) -> None:
-    if edition == 1 and packing in ("grid_ccsds", "grid_jpeg"):
-        pytest.skip("not a GRIB 1 packing")
     path = write_grib(
         tmp_path / f"p.grib{edition}",
         levels_steps_members(missing=0.1),
@@ -231,11 +235,11 @@ def test_missing_message_reads_nan(tmp_path: Path) -> None:
     assert np.isnan(ds["t"].sel(step=np.timedelta64(6, "h"), isobaricInhPa=850)).all()
 
 
+@pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
 def test_scattered_multi_field_chunks_are_inline(tmp_path: Path) -> None:
     # field 0 and field 1 of messages in one array: the later fields are held inline
     path = CORPUS / "pygrib" / "eta.grb"
-    if not path.exists():
-        pytest.skip("eta.grb not in the corpus")
+    assert path.exists(), f"{path} is missing from the corpus"
     assert compare(path, tmp_path) == []
 
 
@@ -507,6 +511,22 @@ def test_idx_filter_on_a_data_key_reads_whole_messages(
     indexed = GRIBParser(index=True, filter_by_keys=keys)(str(path), registry_for(path))
     assert reads.bytes >= path.stat().st_size
     assert_same_stores(scanned, indexed)
+
+
+@pytest.mark.parametrize("index", [False, True])
+def test_a_filter_on_a_data_key_sees_the_whole_messages(tmp_path: Path, index: bool) -> None:
+    """numberOfMissing counts the bitmap, which header-only messages don't carry: filtering
+    on it must see the real value, by scan as through an index."""
+    shape = (61, 120)
+    path = write_grib(tmp_path / "f.grib2", fifty_fields(shape), shape=shape)
+    write_idx(path)
+    with_missing = GRIBParser(index=index, filter_by_keys={"shortName": "q"})
+    store = with_missing(str(path), registry_for(path))
+    assert np.isnan(ours(store, None)["q"].values).any()
+    parser = GRIBParser(index=index, filter_by_keys={"shortName": "q", "numberOfMissing": 0})
+    complete = ours(parser(str(path), registry_for(path)), None)["q"]
+    expected = reference(path, tmp_path, filter_by_keys=parser.filter_by_keys)[0]["q"]
+    xr.testing.assert_equal(complete, expected)  # the q fields with missing points left out
 
 
 def test_idx_length_that_does_not_match_is_refused(tmp_path: Path) -> None:

@@ -378,8 +378,7 @@ def test_corpus_multi_field_messages_seen() -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason="no GRIB corpus")
 def test_corpus_scanning_mode_file_matches_open_file() -> None:
     path = CORPUS / "pygrib" / "scanning_mode_with_bitmap.grib2"
-    if not path.exists():
-        pytest.skip("file absent")
+    assert path.exists(), f"{path} is missing from the corpus"
     dataset = cfgrib.open_file(path, indexpath="")
     names = [name for name, var in dataset.variables.items() if hasattr(var.data, "geo_ndim")]
     assert names

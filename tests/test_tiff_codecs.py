@@ -7,6 +7,7 @@ array built from the codecs, and compared with ``tifffile.TiffFile(path).pages[i
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from virtualize.codecs.tiff import (
 tifffile = pytest.importorskip("tifffile")
 imagecodecs = pytest.importorskip("imagecodecs")
 
-CORPUS = Path("/work/shared/corpus/tiff")
+CORPUS = Path(os.environ.get("VIRTUALIZE_CORPUS", "/work/shared/corpus")) / "tiff"
 HEIGHT, WIDTH, ROWS, TILE = 37, 29, 8, 16  # the last strip holds 5 rows
 
 # the codecs after ``bytes`` for one page: (rows, width, contig samples) -> codecs
@@ -356,9 +357,10 @@ def test_complex_int(
 
 @pytest.mark.parametrize("name", ["rioxarray/cint16.tif", "rio-cogeo/slc.tif"])
 def test_complex_int_corpus(name: str) -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"{CORPUS} is missing")
     path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
+    assert path.exists(), f"{path} is missing from the corpus"
     assert _check_page(path, _complex_int) > 1
 
 

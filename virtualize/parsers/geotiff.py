@@ -52,6 +52,7 @@ __all__ = [
     "GeoReference",
     "NoData",
     "Transform",
+    "level_georeference",
     "level_transform",
     "pixel_centres",
     "read_georeference",
@@ -351,6 +352,47 @@ def level_transform(
     x_ratio = full_shape[1] / level_shape[1]
     y_ratio = full_shape[0] / level_shape[0]
     return (c, a * x_ratio, b * y_ratio, f, d * x_ratio, e * y_ratio)
+
+
+def level_georeference(
+    main: GeoReference, full_shape: tuple[int, int], level_shape: tuple[int, int]
+) -> GeoReference:
+    """The georeferencing GDAL gives a reduced-resolution IFD that has no GeoTIFF tags of
+    its own: the full image's, at the overview's resolution.
+
+    The transform (and ``GeoTransform``) as :func:`level_transform` gives it; GCPs with
+    their ``row``/``col`` scaled by the overview's size ratio, as GDAL's overview datasets
+    scale them. RPCs are left out: they are for the full image's pixels.
+
+    Parameters
+    ----------
+    main
+        The full-resolution image's georeferencing.
+    full_shape, level_shape
+        ``(height, width)`` of the full-resolution image and of the overview.
+
+    Returns
+    -------
+    GeoReference
+    """
+    crs = dict(main.crs_attributes)
+    crs.pop("rpcs", None)
+    transform = None
+    if main.transform is not None:
+        transform = level_transform(main.transform, full_shape, level_shape)
+        if "GeoTransform" in crs:
+            crs["GeoTransform"] = " ".join(str(v) for v in transform)
+    if "gcps" in crs:
+        collection = json.loads(crs["gcps"])
+        for feature in collection["features"]:
+            properties = feature["properties"]
+            # GDAL multiplies by the ratio (the same float operations give the same bits)
+            properties["row"] = properties["row"] * (level_shape[0] / full_shape[0])
+            properties["col"] = properties["col"] * (level_shape[1] / full_shape[1])
+        crs["gcps"] = json.dumps(collection)
+    return GeoReference(
+        transform=transform, crs_attributes=crs, attributes=main.attributes, nodata=main.nodata
+    )
 
 
 def _doubles(value: Any, code: int, url: str) -> list[float]:

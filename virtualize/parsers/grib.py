@@ -175,12 +175,13 @@ class GRIBParser:
         store, path = registry.resolve(url)
         reader = _Reader(store, path, int(source.size or 0), url)
         sidecar = self._sidecar(url, registry)
+        # header-only messages hold every key of HEADER_KEYS, not the ones data decide
+        headers = set(self.filter_by_keys) <= HEADER_KEYS
         if sidecar is not None:
             entries = _idx_entries(sidecar, reader.size, url)
-            headers = set(self.filter_by_keys) <= HEADER_KEYS
             fields = _indexed_fields(reader, entries, url, headers=headers)
         else:
-            fields = _scan_fields(reader, url)
+            fields = _scan_fields(reader, url, headers=headers)
         with _Handles(fields, url) as fieldset:
             datasets = _cfgrib_datasets(fieldset, self.filter_by_keys, url)
             groups = [
@@ -285,17 +286,18 @@ class _Reader:
         return data
 
 
-def _scan_fields(reader: _Reader, url: str) -> list[Field]:
+def _scan_fields(reader: _Reader, url: str, *, headers: bool = True) -> list[Field]:
     """Every field of the file, found by scanning it.
 
     A one-field GRIB 2 message gets its header-only form too, as through a ``.idx``
     sidecar: ecCodes makes a handle of it about a third faster than of the whole message,
-    and the keys cfgrib reads are the same."""
+    and the keys cfgrib reads are the same (not with ``headers=False``: a ``filter_by_keys``
+    on a key the data decide)."""
     fields: list[Field] = []
     for message in scan(reader.read, reader.size, url):
         data = reader.read(message.offset, message.length)
         found = fields_of(message, data, url)
-        if len(found) == 1 and message.edition == 2:
+        if headers and len(found) == 1 and message.edition == 2:
             header = _header_only(data, None, message.length)
             if isinstance(header, bytes):
                 found = [Field(message, 0, header)]

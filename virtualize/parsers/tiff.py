@@ -44,7 +44,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -68,7 +68,7 @@ from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, So
 from virtualize.parsers.attributes import encode_fill_value
 from virtualize.parsers.geotiff import (
     GeoReference,
-    level_transform,
+    level_georeference,
     pixel_centres,
     read_georeference,
 )
@@ -334,16 +334,13 @@ class _Builder:
         """The page's georeferencing; an overview without GeoTIFF tags of its own takes the
         first image's, at its resolution (as GDAL does)."""
         own = read_georeference(page, self.url)
+        first = page.parent.pages[0]
         if own is not None or not page.subfiletype & _REDUCED or page.index == 0:
             return own
-        main = read_georeference(page.parent.pages[0], self.url)
-        if main is None or main.transform is None or not _overview_of(page, page.parent.pages[0]):
-            return main if main is not None and main.transform is None else None
-        transform = level_transform(main.transform, _size(page.parent.pages[0]), _size(page))
-        crs = dict(main.crs_attributes)
-        if "GeoTransform" in crs:
-            crs["GeoTransform"] = " ".join(str(float(v)) for v in transform)
-        return replace(main, transform=transform, crs_attributes=crs)
+        main = read_georeference(first, self.url)
+        if main is None or not _overview_of(page, first):
+            return None
+        return level_georeference(main, _size(first), _size(page))
 
     def array(
         self, page: Any, group: str, name: str, georeference: GeoReference | None

@@ -86,7 +86,15 @@ class Field:
     date, time
         ``dataDate`` (YYYYMMDD) and ``dataTime`` (HHMM).
     step
-        Forecast step in hours.
+        Forecast step (its end, for statistics over an interval), in ``step_units``.
+    step_units
+        ecCodes ``stepUnits``: 1 hours, 0 minutes, ...
+    step_type
+        ``"instant"``, or a statistic over an interval from ``start_step`` to ``step``
+        (``"accum"``, ``"avg"``, ``"max"``, ...; GRIB 2 product template 4.8, or 4.11 for
+        ensemble members).
+    start_step
+        Start of the interval of a statistic.
     member
         Ensemble ``perturbationNumber`` (``number``), or None for a deterministic field.
     values
@@ -101,6 +109,9 @@ class Field:
     step: int = 0
     member: int | None = None
     values: np.ndarray | None = None
+    step_units: int = 1
+    step_type: str = "instant"
+    start_step: int = 0
 
 
 def field_shape(grid: str = "regular_ll", shape: tuple[int, int] = (7, 11)) -> tuple[int, ...]:
@@ -195,8 +206,13 @@ def _set_product(handle: int, field: Field, edition: int) -> None:
     eccodes.codes_set(handle, "level", field.level)
     eccodes.codes_set(handle, "dataDate", field.date)
     eccodes.codes_set(handle, "dataTime", field.time)
-    eccodes.codes_set(handle, "stepUnits", 1)
-    eccodes.codes_set(handle, "step", field.step)
+    eccodes.codes_set(handle, "stepUnits", field.step_units)
+    if field.step_type == "instant":
+        eccodes.codes_set(handle, "step", field.step)
+    else:
+        eccodes.codes_set(handle, "stepType", field.step_type)
+        eccodes.codes_set(handle, "startStep", field.start_step)
+        eccodes.codes_set(handle, "endStep", field.step)
 
 
 def _set_values(handle: int, values: np.ndarray, packing: str) -> None:

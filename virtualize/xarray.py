@@ -732,8 +732,9 @@ def _read_plain_arrays(
     group: ManifestGroup, registry: ObjectStoreRegistry
 ) -> dict[str, np.ndarray]:
     """The arrays of ``group`` whose chunks are all stored as plain bytes (no compression, no
-    filters: how netCDF and HDF5 usually store coordinates), read with one ranged request per
-    file and laid out with numpy. Others are left to zarr."""
+    filters: how netCDF and HDF5 usually store coordinates, and how parsers hold computed
+    coordinates inline), read with one ranged request per file (or taken from the manifest)
+    and laid out with numpy. Others are left to zarr."""
     import obstore
     from zarr.codecs import BytesCodec
 
@@ -743,7 +744,7 @@ def _read_plain_arrays(
         manifest = array.manifest
         if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
             continue
-        if manifest.inline or bool((manifest.path_ids == MISSING).any()):
+        if bool((manifest.path_ids == MISSING).any()):
             continue
         if array.size == 0 or not is_regular(array.chunk_grid):
             continue
@@ -753,6 +754,7 @@ def _read_plain_arrays(
         )
         wanted[name] = (array, array.dtype.newbyteorder(order))
     requests: dict[str, list[tuple[str, int, int, int]]] = {}
+    chunks: dict[tuple[str, int], bytes] = {}
     for name, (array, _) in wanted.items():
         manifest = array.manifest
         for flat, (path_id, offset, length) in enumerate(
@@ -763,8 +765,10 @@ def _read_plain_arrays(
                 strict=True,
             )
         ):
-            requests.setdefault(manifest.urls[path_id], []).append((name, flat, offset, length))
-    chunks: dict[tuple[str, int], bytes] = {}
+            if path_id == INLINE:
+                chunks[(name, flat)] = manifest.inline[flat]
+            else:
+                requests.setdefault(manifest.urls[path_id], []).append((name, flat, offset, length))
     for url, wanted_ranges in requests.items():
         store, path = registry.resolve(url)
         buffers = obstore.get_ranges(

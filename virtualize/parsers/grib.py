@@ -70,9 +70,11 @@ naming the file, the message (number and byte offset) or variable, and what to d
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,6 +93,13 @@ from virtualize.manifests import (
     SourceInfo,
 )
 from virtualize.parsers.attributes import encode_fill_value, to_json_value
+from virtualize.parsers.grib_kinds import (
+    TIME_FREE_INDEX_KEYS,
+    TIME_INDEX_KEYS,
+    header_sections,
+    time_free_signature,
+    time_settings,
+)
 from virtualize.parsers.grib_scan import (
     END,
     MAGIC,
@@ -106,8 +115,11 @@ from virtualize.parsers.inline import inline_array
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.store import ManifestStore
 
-__all__ = ["HEADER_KEYS", "GRIBParser"]
+__all__ = ["HEADER_KEYS", "TIME_FREE_INDEX_KEYS", "TIME_INDEX_KEYS", "GRIBParser"]
 
+# A scan reads the file front to back in large blocks: a request costs a round trip from an
+# object store, and a fraction of a millisecond even from a local file (small reads around
+# each message's headers were slower than reading everything, locally too)
 _READ_BLOCK = 32 << 20
 _HINT = "Open the file with cfgrib to see what it holds, or pick messages with filter_by_keys"
 
@@ -184,8 +196,10 @@ class GRIBParser:
             fields = _scan_fields(reader, url, headers=headers)
         with _Handles(fields, url) as fieldset:
             datasets = _cfgrib_datasets(fieldset, self.filter_by_keys, url)
+            coordinates: dict[Any, ManifestArray] = {}
             groups = [
-                _group(dataset, fieldset, url, source, self.drop_variables) for dataset in datasets
+                _group(dataset, fieldset, url, source, self.drop_variables, coordinates)
+                for dataset in datasets
             ]
         if not groups:
             raise InvalidFileError(
@@ -249,13 +263,17 @@ class _Reader:
         self.url = url
         self.bytes_read = 0
         self._start = 0
-        self._window = b""
+        self._window = memoryview(b"")
 
     def read(self, offset: int, size: int) -> bytes:
+        return bytes(self.view(offset, size))
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """The bytes at ``offset``, without copying them out of the window."""
         end = min(offset + size, self.size)
         if offset < self._start or end > self._start + len(self._window):
             length = max(end - offset, min(_READ_BLOCK, self.size - offset))
-            self._window = self._get(offset, length)
+            self._window = memoryview(self._get(offset, length))
             self._start = offset
         return self._window[offset - self._start : end - self._start]
 
@@ -275,11 +293,11 @@ class _Reader:
         self.bytes_read += sum(lengths)
         return [bytes(block) for block in blocks]
 
-    def _get(self, offset: int, length: int) -> bytes:
+    def _get(self, offset: int, length: int) -> Any:
         if length <= 0:
             return b""
         try:
-            data = bytes(obstore.get_range(self.store, self.path, start=offset, length=length))
+            data = obstore.get_range(self.store, self.path, start=offset, length=length)
         except Exception as error:
             raise InvalidFileError(f"reading the file failed: {error}", url=self.url) from error
         self.bytes_read += len(data)
@@ -294,15 +312,31 @@ def _scan_fields(reader: _Reader, url: str, *, headers: bool = True) -> list[Fie
     and the keys cfgrib reads are the same (not with ``headers=False``: a ``filter_by_keys``
     on a key the data decide)."""
     fields: list[Field] = []
-    for message in scan(reader.read, reader.size, url):
-        data = reader.read(message.offset, message.length)
-        found = fields_of(message, data, url)
-        if headers and len(found) == 1 and message.edition == 2:
-            header = _header_only(data, None, message.length)
-            if isinstance(header, bytes):
-                found = [Field(message, 0, header)]
-        fields.extend(found)
+    for message in scan(reader.view, reader.size, url):
+        if headers and message.edition == 2:
+            # only for one field whose sections follow each other to "7777"
+            header = _read_header_only(reader, message)
+            if header is not None:
+                fields.append(Field(message, 0, header))
+                continue
+        fields.extend(fields_of(message, reader.read(message.offset, message.length), url))
     return fields
+
+
+def _read_header_only(reader: _Reader, message: Message) -> bytes | None:
+    """The header-only form of a message (:func:`_header_only`), reading its first bytes
+    and, when they don't reach them, the rest of its headers and section 7's start."""
+    length = min(_PREFIX, message.length)
+    section7: bytes | None = None
+    for _ in range(_MAX_ROUNDS):
+        step = _header_only(reader.view(message.offset, length), section7, message.length)
+        if isinstance(step, _Extend) and length < min(step.end, message.length):
+            length = min(step.end, message.length)
+        elif isinstance(step, _Section7) and section7 is None:
+            section7 = reader.read(message.offset + step.at, 5)
+        else:
+            return step if isinstance(step, bytes) else None
+    return None
 
 
 # GRIB 2 data representation templates whose section 7 ecCodes leaves alone until values are
@@ -422,7 +456,7 @@ class _Section7:
 
 
 def _header_only(
-    prefix: bytes, section7: bytes | None, length: int
+    prefix: bytes | memoryview, section7: bytes | memoryview | None, length: int
 ) -> bytes | _Extend | _Section7 | None:
     """The header-only form of a one-field GRIB 2 message of ``length`` bytes, from its first
     bytes ``prefix`` (and the 5 bytes ``section7`` where section 7 starts, when the prefix
@@ -436,7 +470,7 @@ def _header_only(
     None when the message is not one field whose sections 1 to 7 follow each other to its
     end (the caller then reads it whole).
     """
-    sections: list[bytes] = []
+    sections: list[bytes | memoryview] = []
     position = 16
     template = -1
     expected = [1, 2, 3, 4, 5, 6]  # section 2 is optional
@@ -466,9 +500,9 @@ def _header_only(
         return None
     indicator = prefix[position + 5]
     if indicator == 0:
-        sections.append(prefix[position : position + 6] + b"\xff" * (size - 6))
+        sections.append(bytes(prefix[position : position + 6]) + b"\xff" * (size - 6))
     elif indicator != 254 and size == 6:
-        sections.append(prefix[position : position + 6])
+        sections.append(bytes(prefix[position : position + 6]))
     else:
         return None  # a bitmap defined earlier in the message: not a one-field message
     position += size
@@ -480,10 +514,12 @@ def _header_only(
     if section7[4] != 7 or position + size + 4 != length:
         return None  # more fields follow, or the sections don't add up: read it whole
     sections.append(
-        b"\x00\x00\x00\x05\x07" if template in _LAZY_DATA_TEMPLATES else section7 + bytes(size - 5)
+        b"\x00\x00\x00\x05\x07"
+        if template in _LAZY_DATA_TEMPLATES
+        else bytes(section7) + bytes(size - 5)
     )
     body = b"".join(sections)
-    return prefix[:8] + (16 + len(body) + 4).to_bytes(8, "big") + body + END
+    return bytes(prefix[:8]) + (16 + len(body) + 4).to_bytes(8, "big") + body + END
 
 
 def _indexed_fields(
@@ -622,6 +658,7 @@ def _declared_length(data: bytes, edition: int) -> int:
 # -- cfgrib's view of the fields ----------------------------------------------------------------
 
 
+@functools.cache
 def _message_class() -> type:
     load_eccodes()  # before cfgrib imports it: see virtualize._eccodes
     from cfgrib import messages
@@ -642,18 +679,28 @@ class _CachedField(Mapping[str, Any]):
     """One field as cfgrib sees it: its keys read through cfgrib's ``Message`` once and kept,
     since cfgrib reads the keys of every message once per variable it builds."""
 
-    def __init__(self, field: Field, message: Any) -> None:
+    def __init__(
+        self, field: Field, message: Any, opener: Callable[[Field], Any] | None = None
+    ) -> None:
         self.field = field
         self._message: Any = message
+        self._opener = opener  # makes the handle when a key not known yet is read
         self._cache: dict[str, Any] = {}
+
+    def _handle(self) -> Any:
+        if self._message is None and self._opener is not None:
+            self._message = self._opener(self.field)
+            self._opener = None
+        return self._message
 
     def __getitem__(self, key: str) -> Any:
         value = self._cache.get(key, None)
         if value is None and key not in self._cache:
-            if self._message is None:
+            message = self._handle()
+            if message is None:
                 raise KeyError(key)
             try:
-                value = self._message[key]
+                value = message[key]
             except KeyError:
                 value = _MISSING_KEY
             self._cache[key] = value
@@ -662,16 +709,66 @@ class _CachedField(Mapping[str, Any]):
         return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._message) if self._message is not None else iter(())
+        message = self._handle()
+        return iter(message) if message is not None else iter(())
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def share(self, other: Mapping[str, Any], keys: Iterable[str]) -> None:
+        """Take ``keys``' values from ``other`` (a field, or a cfgrib ``Message``)."""
+        for key in keys:
+            try:
+                self._cache[key] = other[key]
+            except KeyError:
+                self._cache[key] = _MISSING_KEY
+            except Exception:  # unreadable: not known, read from this field where needed
+                pass
 
     def release(self) -> None:
         if self._message is not None:
             eccodes = load_eccodes()
             eccodes.codes_release(self._message.codes_id)
             self._message = None
+
+
+class _Kind:
+    """The first field of those that differ in time only (the same
+    :func:`~virtualize.parsers.grib_kinds.time_free_signature`), and a copy of its handle
+    that takes the other fields' times, to read their time keys."""
+
+    def __init__(self, leader: _CachedField) -> None:
+        self.leader = leader
+        self._probe: Any = None
+
+    def fill(self, field: _CachedField) -> bool:
+        """Give ``field`` its index keys without a handle of its own: the time-free ones
+        from the leader, the time ones from the probe set to its times, once the probe's
+        header sections are byte for byte ``field``'s (else False: ``field`` needs its own
+        handle)."""
+        eccodes = load_eccodes()
+        settings = time_settings(field.field.data)
+        if settings is None:
+            return False
+        try:
+            if self._probe is None:
+                leader = self.leader._handle()
+                self._probe = _message_class()(codes_id=eccodes.codes_clone(leader.codes_id))
+            for key, value in settings:
+                eccodes.codes_set_long(self._probe.codes_id, key, value)
+            probe = header_sections(eccodes.codes_get_message(self._probe.codes_id))
+        except Exception:
+            return False
+        if probe is None or probe != header_sections(field.field.data):
+            return False
+        field.share(self._probe, TIME_INDEX_KEYS)
+        field.share(self.leader, TIME_FREE_INDEX_KEYS)
+        return True
+
+    def release(self) -> None:
+        if self._probe is not None:
+            load_eccodes().codes_release(self._probe.codes_id)
+            self._probe = None
 
 
 class _Fieldset(Sequence[_CachedField]):
@@ -712,17 +809,33 @@ class _Handles:
         self.fields = fields
         self.url = url
         self.fieldset = _Fieldset([])
+        self.kinds: dict[bytes, _Kind] = {}
 
     def __enter__(self) -> _Fieldset:
+        """The fields, each with its handle, or, when an earlier field differs from it in
+        time only, with its index keys known and its handle made when another key is read
+        (``p`` parameters on ``l`` levels at ``s`` steps then cost ecCodes ``p * l`` parses
+        of a message and evaluations of its parameter and level concepts, not
+        ``p * l * s``)."""
         try:
             for field in self.fields:
-                self.fieldset.fields.append(self._field(field))
+                signature = time_free_signature(field.data)
+                kind = self.kinds.get(signature) if signature is not None else None
+                if kind is not None:
+                    cached = _CachedField(field, None, opener=self._message)
+                    if kind.fill(cached):
+                        self.fieldset.fields.append(cached)
+                        continue
+                cached = _CachedField(field, self._message(field))
+                self.fieldset.fields.append(cached)
+                if signature is not None and kind is None:
+                    self.kinds[signature] = _Kind(cached)
         except BaseException:
             self._release()
             raise
         return self.fieldset
 
-    def _field(self, field: Field) -> _CachedField:
+    def _message(self, field: Field) -> Any:
         """The field's handle, as cfgrib's ``Message``."""
         eccodes = load_eccodes()
         try:
@@ -735,23 +848,29 @@ class _Handles:
                 hint="Check the file with ecCodes' grib_dump, or remove the message",
             ) from error
         try:
-            cached = _CachedField(field, _message_class()(codes_id=handle))
+            return _message_class()(codes_id=handle)
         except Exception:
             eccodes.codes_release(handle)
             raise
-        return cached
 
     def __exit__(self, *exc: object) -> None:
         self._release()
 
     def _release(self) -> None:
+        for kind in self.kinds.values():
+            kind.release()
         for field in self.fieldset.fields:
             field.release()
 
 
 def _cfgrib_datasets(fieldset: _Fieldset, filter_by_keys: dict[str, Any], url: str) -> list[Any]:
     """``cfgrib.open_datasets`` of the fieldset: cfgrib's steps (``open_variable_datasets``,
-    ``raw_open_datasets``, ``merge_datasets``), with the fieldset where cfgrib takes a path."""
+    ``raw_open_datasets``, ``merge_datasets``), with the fieldset where cfgrib takes a path.
+
+    cfgrib indexes its input anew for every dataset it opens (once per ``paramId``, again
+    for every split of a ``paramId`` into hypercubes): here the fieldset is indexed once,
+    and every open is a sub-index of that index, which is what cfgrib's opens filter the
+    file's index to."""
     load_eccodes()  # before cfgrib imports it: see virtualize._eccodes
     from cfgrib import cfmessage, dataset, messages, xarray_store
 
@@ -762,21 +881,9 @@ def _cfgrib_datasets(fieldset: _Fieldset, filter_by_keys: dict[str, Any], url: s
             index = messages.FieldsetIndex.from_fieldset(
                 fieldset, index_keys, cfmessage.COMPUTED_KEYS
             ).subindex(filter_by_keys)
-            # cfgrib indexes the fieldset anew for every dataset it opens (a file is indexed
-            # once, then filtered): hand it only the fields of one paramId each time, keyed
-            # by their position in the file, so indexing stays linear in the messages
-            by_param: dict[Any, list[int]] = {}
-            where = index.index_keys.index("paramId")
-            for header, ids in index.field_ids_index:
-                by_param.setdefault(header[where], []).extend(ids)
             datasets: list[Any] = []
             for param_id in sorted(index["paramId"]) if index.field_ids_index else []:
-                backend_kwargs = {
-                    "squeeze": False,
-                    "filter_by_keys": {**filter_by_keys, "paramId": param_id},
-                }
-                fields = _SubFieldset(fieldset, sorted(by_param[param_id]))
-                datasets.extend(xarray_store.raw_open_datasets(fields, backend_kwargs))
+                datasets.extend(_raw_open_datasets(index, {**filter_by_keys, "paramId": param_id}))
             by_level: dict[str, list[Any]] = {}
             for ds in datasets:
                 for _, da in ds.data_vars.items():
@@ -798,6 +905,54 @@ def _cfgrib_datasets(fieldset: _Fieldset, filter_by_keys: dict[str, Any], url: s
     return merged
 
 
+def _raw_open_datasets(index: Any, filter_by_keys: dict[str, Any]) -> list[Any]:
+    """cfgrib's ``raw_open_datasets``: the dataset of the fields matching
+    ``filter_by_keys``, or, when they are several hypercubes, the datasets cfgrib splits
+    them into (by the key whose values differ, recursively)."""
+    from cfgrib.dataset import DatasetBuildError
+
+    try:
+        return [_open_index(index.subindex(filter_by_keys))]
+    except DatasetBuildError as error:
+        splits = list(error.args[2])
+    datasets: list[Any] = []
+    for split in splits:
+        datasets.extend(_raw_open_datasets(index, split))
+    return datasets
+
+
+def _open_index(index: Any) -> Any:
+    """What ``xr.open_dataset(..., engine="cfgrib", backend_kwargs={"squeeze": False})``
+    makes of the fields of ``index``: cfgrib's dataset components as xarray variables
+    (backed by cfgrib's ``OnDiskArray``), CF-decoded by xarray, with its coordinates set."""
+    import xarray as xr
+    from cfgrib import dataset
+
+    components = dataset.open_from_index(index, squeeze=False)
+    store = _store_class()(components)
+    variables, attributes = store.load()
+    variables, attributes, coord_names = xr.conventions.decode_cf_variables(variables, attributes)
+    ds = xr.Dataset(variables, attrs=attributes)
+    ds = ds.set_coords(coord_names.intersection(variables))
+    ds.encoding = store.get_encoding()
+    return ds
+
+
+@functools.cache
+def _store_class() -> type:
+    from cfgrib import xarray_plugin
+    from xarray.backends.locks import ensure_lock
+
+    class _Store(xarray_plugin.CfGribDataStore):
+        """cfgrib's xarray store over a dataset already built (not over a file)."""
+
+        def __init__(self, ds: Any) -> None:
+            self.lock = ensure_lock(xarray_plugin.ECCODES_LOCK)
+            self.ds = ds
+
+    return _Store
+
+
 # -- datasets to groups -------------------------------------------------------------------------
 
 
@@ -807,14 +962,21 @@ def _group(
     url: str,
     source: SourceInfo,
     drop: frozenset[str],
+    encoded: dict[Any, ManifestArray],
 ) -> ManifestGroup:
-    """One cfgrib dataset as a group: data variables referencing messages, inline coordinates."""
+    """One cfgrib dataset as a group: data variables referencing messages, inline coordinates
+    (``encoded`` keeps those made for other groups: the datasets of a file mostly share
+    their grid and times)."""
     import xarray as xr
 
     arrays: dict[str, ManifestArray] = {}
     coordinates = [str(name) for name in ds.coords if name not in drop]
     for name in coordinates:
-        arrays[name] = _coordinate(xr.conventions.encode_cf_variable(ds.variables[name], name=name))
+        variable = ds.variables[name]
+        key = _coordinate_key(name, variable)
+        if key not in encoded:
+            encoded[key] = _coordinate(xr.conventions.encode_cf_variable(variable, name=name))
+        arrays[name] = encoded[key]
     unused = {c for c in coordinates if c not in ds.dims}
     for name, variable in ds.data_vars.items():
         if name in drop:
@@ -828,6 +990,33 @@ def _group(
     if unused:
         attributes["coordinates"] = " ".join(sorted(unused))
     return ManifestGroup(arrays, {}, attributes)
+
+
+#: The encoding entries xarray's CF encoder reads (cfgrib's others, such as the
+#: ``filter_by_keys`` of the dataset, differ between datasets but change nothing).
+_CF_ENCODING = frozenset(
+    {"dtype", "units", "calendar", "_FillValue", "missing_value", "scale_factor", "add_offset"}
+)
+
+
+def _coordinate_key(name: str, variable: Any) -> tuple[Any, ...]:
+    """What a coordinate's encoded form depends on: its name, dimensions, values, attributes
+    and CF encoding."""
+    values = np.asarray(variable.values)
+    digest = (
+        hashlib.blake2b(np.ascontiguousarray(values).view(np.uint8).tobytes()).hexdigest()
+        if values.dtype.kind != "O"
+        else repr(values.tolist())
+    )
+    return (
+        name,
+        variable.dims,
+        values.dtype.str,
+        values.shape,
+        digest,
+        repr(sorted(variable.attrs.items())),
+        repr(sorted((k, v) for k, v in variable.encoding.items() if k in _CF_ENCODING)),
+    )
 
 
 def _json_attributes(attrs: Mapping[Any, Any]) -> dict[str, Any]:

@@ -58,7 +58,9 @@ class Field:
     data: bytes
 
 
-def grib1_length(header: bytes, read: Callable[[int, int], bytes], offset: int) -> int:
+def grib1_length(
+    header: bytes | memoryview, read: Callable[[int, int], bytes | memoryview], offset: int
+) -> int:
     """The total length of the GRIB 1 message whose first 8 bytes are ``header``.
 
     ``read(offset, size)`` reads bytes of the file, for the sections a large message's length
@@ -82,7 +84,7 @@ def grib1_length(header: bytes, read: Callable[[int, int], bytes], offset: int) 
     return length
 
 
-def scan(read: Callable[[int, int], bytes], size: int, url: str) -> Iterator[Message]:
+def scan(read: Callable[[int, int], bytes | memoryview], size: int, url: str) -> Iterator[Message]:
     """The messages of a file of ``size`` bytes, read with ``read(offset, size)``.
 
     Bytes between messages are skipped, as ecCodes skips them; bytes after the last message
@@ -143,11 +145,15 @@ def scan(read: Callable[[int, int], bytes], size: int, url: str) -> Iterator[Mes
         )
 
 
-def _find_magic(read: Callable[[int, int], bytes], position: int, size: int) -> int | None:
+def _find_magic(
+    read: Callable[[int, int], bytes | memoryview], position: int, size: int
+) -> int | None:
     """The offset of the next ``"GRIB"`` at or after ``position``, or None."""
+    if read(position, 4) == MAGIC:  # nearly always: messages follow each other
+        return position
     step = 1 << 16
     while position + 4 <= size:
-        block = read(position, min(step + 3, size - position))
+        block = bytes(read(position, min(step + 3, size - position)))
         found = block.find(MAGIC)
         if found >= 0:
             return position + found

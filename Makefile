@@ -19,12 +19,13 @@ $(firstword $(foreach candidate, \
 endef
 BASE_PYTHON ?= $(strip $(find_python))
 
-.PHONY: help install demo test lint typecheck pytest bench docs clean
+.PHONY: help install demo test lint typecheck pytest bench fuzz docs clean
 
 help:
 	@echo "make demo   - write a sample archive, open it virtually, check it against xarray"
 	@echo "make test   - ruff, mypy and the test suite"
 	@echo "make bench  - benchmarks against VirtualiZarr 2.8 (installs it in $(BENCH_VENV))"
+	@echo "make fuzz   - 100,000 mutated files through every parser (make test runs 2,000)"
 	@echo "make docs   - build the documentation site into site/"
 
 $(STAMP): pyproject.toml
@@ -57,6 +58,9 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all]" netCDF4 "virtualizarr[hdf]==2.8.0"
 	@touch $@
+
+fuzz: $(STAMP)
+	cd tests && ../$(PY) fuzz_support.py --cases 100000 --output ../fuzz-results.json
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/run.py

@@ -172,10 +172,18 @@ class ObstoreFile(io.RawIOBase):
         lengths = [min(self._block_size, self._size - s) for s in starts]
         try:
             blocks = obstore.get_ranges(self._store, self._path, starts=starts, lengths=lengths)
-        except Exception as error:
+        except BaseException as error:
+            if not is_read_failure(error):
+                raise
             raise InvalidFileError(f"reading the file failed: {error}", url=self._path) from error
         self.requests += 1
         for index, block in zip(needed, blocks, strict=True):
             self._blocks[index] = memoryview(block)  # type: ignore[assignment]
         while len(self._blocks) > max(self._cache_blocks, len(indices)):
             self._blocks.popitem(last=False)
+
+
+def is_read_failure(error: BaseException) -> bool:
+    """Whether ``error`` is obstore failing a read: an ``Exception``, or the ``PanicException``
+    (a ``BaseException``) its Rust side raises for some ranges past the end of a local file."""
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"

@@ -26,6 +26,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
 from virtualize.errors import ChunkReadError, UnauthorizedLocationError
+from virtualize.io import is_read_failure
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.registry import ObjectStoreRegistry
 
@@ -202,7 +203,9 @@ class ManifestStore(Store):
             data = await obstore.get_range_async(store, path, start=start, length=length)
         except UnauthorizedLocationError:
             raise
-        except Exception as error:
+        except BaseException as error:
+            if not is_read_failure(error):
+                raise
             raise ChunkReadError(
                 f"reading chunk {key!r} (bytes {start}-{start + length}) failed: {error}",
                 url=url,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
 import sys
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import ConcatenationError, InvalidFileError, NoFilesError
+from virtualize.errors import ChunkReadError, ConcatenationError, InvalidFileError, NoFilesError
+from virtualize.io import is_read_failure
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.manifests.grid import is_regular
 from virtualize.parsers.detect import detect
@@ -699,7 +701,8 @@ def _load(
     decode = decode_times is not False
     if not all(array.dtype.kind in _DIRECTLY_LOADED for array in group.arrays.values()):
         raw = xr.open_zarr(store, consolidated=True, zarr_format=3, chunks=None, decode_cf=False)
-        dataset = xr.decode_cf(raw.load(), decode_times=decode)
+        with _decoding(group):
+            dataset = xr.decode_cf(raw.load(), decode_times=decode).load()
         return _Loaded(dict(dataset.variables), set(dataset.coords))
     from xarray.backends.zarr import FillValueCoder
     from zarr.core.sync import sync
@@ -717,11 +720,29 @@ def _load(
             attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], data.dtype)
         dims = tuple(metadata.dimension_names or ())
         raw_variables[name] = xr.Variable(dims, data, attrs, {"fill_value": metadata.fill_value})
-    decoded, _, coordinates = xr.conventions.decode_cf_variables(
-        raw_variables, {}, decode_times=decode
-    )
+    with _decoding(group):
+        decoded, _, coordinates = xr.conventions.decode_cf_variables(
+            raw_variables, {}, decode_times=decode
+        )
+        for variable in decoded.values():
+            variable.load()  # decoding is lazy: here, where its errors name the file
     dimension_coordinates = {name for name, v in decoded.items() if v.dims == (name,)}
     return _Loaded(dict(decoded), set(coordinates) | dimension_coordinates)
+
+
+@contextlib.contextmanager
+def _decoding(group: ManifestGroup) -> Iterator[None]:
+    """xarray's CF decoding of loaded values that can't be decoded (times beyond what
+    datetime64 holds, units it doesn't know), as an :class:`InvalidFileError` on the file."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError) as error:
+        urls = {url for array in group.arrays.values() for url in array.manifest.urls}
+        raise InvalidFileError(
+            f"the values loaded from the file don't decode: {error}",
+            url=min(urls) if urls else None,
+            hint="Pass decode_times=False, or leave the variable out of loadable_variables",
+        ) from error
 
 
 #: dtype kinds whose values zarr returns as plain numpy arrays xarray decodes as they are.
@@ -771,12 +792,23 @@ def _read_plain_arrays(
                 requests.setdefault(manifest.urls[path_id], []).append((name, flat, offset, length))
     for url, wanted_ranges in requests.items():
         store, path = registry.resolve(url)
-        buffers = obstore.get_ranges(
-            store,
-            path,
-            starts=[offset for _, _, offset, _ in wanted_ranges],
-            lengths=[length for _, _, _, length in wanted_ranges],
-        )
+        try:
+            buffers = obstore.get_ranges(
+                store,
+                path,
+                starts=[offset for _, _, offset, _ in wanted_ranges],
+                lengths=[length for _, _, _, length in wanted_ranges],
+            )
+        except BaseException as error:
+            if not is_read_failure(error):
+                raise
+            raise ChunkReadError(
+                f"reading the values of {sorted({n for n, _, _, _ in wanted_ranges})} failed: "
+                f"{error}",
+                url=url,
+                hint="Check that the file still exists, is complete, and has not changed "
+                "since it was parsed",
+            ) from error
         for (name, flat, _, _), buffer in zip(wanted_ranges, buffers, strict=True):
             chunks[(name, flat)] = bytes(buffer)
     out: dict[str, np.ndarray] = {}

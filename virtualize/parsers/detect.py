@@ -40,15 +40,26 @@ def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
         folder = _sniff_folder(store, path)
         if folder is not None:
             return folder
-        raise InvalidFileError("no such file", url=url) from error
+        if _is_folder(store, path):
+            raise InvalidFileError(
+                "this is a folder, not a file (nor a Zarr store, an Icechunk repository or "
+                "a Kerchunk Parquet reference folder)",
+                url=url,
+                hint="Open the files in it with open_virtual_mfdataset and a glob ('folder/*.nc')",
+            ) from error
+        raise InvalidFileError(
+            "no such file", url=url, hint="Check the path or url and the registry's prefix"
+        ) from error
     except Exception as error:
+        if _size(store, path) == 0:  # some stores refuse any range of an empty object
+            raise InvalidFileError("the file is empty (0 bytes)", url=url) from error
         raise InvalidFileError(
             f"cannot read the file ({error})",
             url=url,
             hint="Check that the path is a readable file, not a directory",
         ) from error
     if not first:
-        raise InvalidFileError("the file is empty", url=url)
+        raise InvalidFileError("the file is empty (0 bytes)", url=url)
     if first.startswith(_HDF5_SIGNATURE):
         return "hdf5"
     if first[:3] == b"CDF" and first[3:4] in (b"\x01", b"\x02", b"\x05"):
@@ -165,3 +176,20 @@ def detect(url: str, registry: ObjectStoreRegistry, **options: Any) -> Any:
             hint="Install the extra for this format, or pass parser= explicitly",
         )
     return factory(**options)
+
+
+def _is_folder(store: Any, path: str) -> bool:
+    """Whether anything is stored under ``path/``."""
+    try:
+        return bool(
+            next(iter(obstore.list(store, prefix=path.rstrip("/") + "/", chunk_size=1)), [])
+        )
+    except Exception:
+        return False
+
+
+def _size(store: Any, path: str) -> int | None:
+    try:
+        return int(obstore.head(store, path)["size"])
+    except Exception:
+        return None

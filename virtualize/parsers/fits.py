@@ -79,6 +79,7 @@ from virtualize.errors import (
 )
 from virtualize.io import head
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
+from virtualize.parsers.damaged import library_errors
 from virtualize.parsers.hdf_common import (
     DEFAULT_MAX_CHUNK_BYTES,
     array_metadata,
@@ -191,15 +192,18 @@ class FITSParser:
         """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its HDUs."""
         url = normalize_url(url)
         source = _Source(registry, url)
-        hdus = _scan(source)
-        names = _group_names(hdus)
-        context = _FileContext(self, source)
-        if self.hdu is None:
-            groups = {name: context.group(hdu, name) for hdu, name in zip(hdus, names, strict=True)}
-            root = ManifestGroup({}, groups, {})
-        else:
-            hdu, name = _select(hdus, names, self.hdu, url)
-            root = context.group(hdu, name, path="")
+        with library_errors(url, "astropy"):  # astropy parses header cards as they are used
+            hdus = _scan(source)
+            names = _group_names(hdus)
+            context = _FileContext(self, source)
+            if self.hdu is None:
+                groups = {
+                    name: context.group(hdu, name) for hdu, name in zip(hdus, names, strict=True)
+                }
+                root = ManifestGroup({}, groups, {})
+            else:
+                hdu, name = _select(hdus, names, self.hdu, url)
+                root = context.group(hdu, name, path="")
         return ManifestStore(root, registry=registry, skipped=context.skipped)
 
 

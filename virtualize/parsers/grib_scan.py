@@ -194,7 +194,7 @@ def _grib2_field_sections(message: Message, data: bytes, url: str) -> list[list[
             break
         length = int.from_bytes(data[position : position + 4], "big")
         number = data[position + 4]
-        if length < 5 or position + length > end or not 1 <= number <= 7:
+        if length < (6 if number == 6 else 5) or position + length > end or not 1 <= number <= 7:
             raise InvalidFileError(
                 f"message {message.number} at byte {message.offset}: GRIB 2 section "
                 f"{number} at byte {message.offset + position} of length {length} does not "

@@ -32,6 +32,7 @@ from virtualize.manifests import (
     SourceInfo,
 )
 from virtualize.manifests.manifest import merge_url_tables
+from virtualize.parsers.damaged import library_errors
 from virtualize.parsers.hdf_common import (
     DEFAULT_MAX_CHUNK_BYTES,
     DIMENSION_ONLY,
@@ -154,21 +155,28 @@ class HDFParser:
                     )
                 except NativeUnsupported:
                     pass  # parsed below with h5py, from the bytes already cached
+                except MemoryError as error:
+                    raise InvalidFileError(
+                        "the file's metadata declares sizes no file of its size can have",
+                        url=url,
+                        hint="The file is damaged",
+                    ) from error
                 else:
                     return ManifestStore(group, registry=registry, skipped={})
             context = files.open(url)
             h5file = context.file
             root = h5file
-            if self.group not in (None, "", "/"):
-                node = h5file.get(str(self.group))
-                if not isinstance(node, h5py.Group):
-                    raise InvalidFileError(
-                        f"no group {self.group!r}",
-                        url=url,
-                        hint=f"Groups here: {sorted(_group_paths(h5file))}",
-                    )
-                root = node
-            group = context.parse_group(root, drop=self.drop_variables)
+            with library_errors(url, "h5py"):  # the HDF5 library on damaged metadata
+                if self.group not in (None, "", "/"):
+                    node = h5file.get(str(self.group))
+                    if not isinstance(node, h5py.Group):
+                        raise InvalidFileError(
+                            f"no group {self.group!r}",
+                            url=url,
+                            hint=f"Groups here: {sorted(_group_paths(h5file))}",
+                        )
+                    root = node
+                group = context.parse_group(root, drop=self.drop_variables)
         finally:
             files.close()
         return ManifestStore(group, registry=registry, skipped=files.skipped)

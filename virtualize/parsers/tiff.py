@@ -66,6 +66,7 @@ from virtualize.errors import InvalidFileError, UnsupportedFeatureError
 from virtualize.io import ObstoreFile, head
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
 from virtualize.parsers.attributes import encode_fill_value
+from virtualize.parsers.damaged import library_errors
 from virtualize.parsers.geotiff import (
     GeoReference,
     level_georeference,
@@ -178,7 +179,10 @@ class TIFFParser:
         url = normalize_url(url)
         source = head(registry, url)
         store, path = registry.resolve(url)
-        with ObstoreFile(store, path, int(source.size or 0)) as file:
+        with (
+            ObstoreFile(store, path, int(source.size or 0)) as file,
+            library_errors(url, "tifffile"),  # tifffile parses tags as they are used
+        ):
             pages = _open_pages(file, url, every=self.multiscales, until=self.ifd or 0)
             builder = _Builder(self, url, source)
             if self.ifd is not None:
@@ -450,12 +454,21 @@ def _open_pages(file: ObstoreFile, url: str, *, every: bool, until: int = 0) -> 
             if not every and len(pages) > until and not page.subfiletype & (_REDUCED | _MASK):
                 break
             pages.append(page)
-    except (tifffile.TiffFileError, ValueError, KeyError) as error:
+    except (InvalidFileError, UnsupportedFeatureError):
+        raise
+    except Exception as error:  # tifffile on damaged tags: TypeError, IndexError, struct.error...
         raise InvalidFileError(
-            f"not a readable TIFF file ({error})",
+            f"not a readable TIFF file ({type(error).__name__}: {error})",
             url=url,
-            hint="Pick the parser that matches the file's format",
+            hint="The file is damaged or truncated, or not a TIFF: pick the parser that "
+            "matches its format",
         ) from error
+    if not pages:
+        raise InvalidFileError(
+            "the TIFF file has no image (no IFD)",
+            url=url,
+            hint="The file is damaged or truncated",
+        )
     return pages
 
 
@@ -596,6 +609,12 @@ def _segments(
     page: Any, shape: tuple[int, ...], chunks: tuple[int, ...], url: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Offsets and byte counts of the segments, shaped like the chunk grid."""
+    if any(c <= 0 for c in chunks):
+        raise InvalidFileError(
+            f"the image's segments (tiles or strips) have an empty shape {chunks}",
+            url=url,
+            hint="The file's TileWidth/TileLength/RowsPerStrip tags are damaged",
+        )
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
     lengths = np.asarray(page.databytecounts, dtype=np.uint64)

@@ -1,0 +1,48 @@
+"""A fuzzing worker: opens the files whose paths arrive on stdin, one per line, with
+``virtualize.open_virtual_dataset``, and answers each with a JSON line (see
+:mod:`fuzz_support`). Its address space is limited, so that a file declaring an absurd size
+makes a ``MemoryError`` rather than exhausting the machine."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+ADDRESS_SPACE = 8 << 30
+
+
+def answer(path: Path) -> dict[str, str]:
+    import virtualize as vz
+    from virtualize.errors import VirtualizeError
+
+    registry = vz.ObjectStoreRegistry.for_urls([path.parent.as_uri() + "/"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vz.open_virtual_dataset(str(path), registry=registry)
+    except VirtualizeError as error:
+        return {"outcome": "typed", "error": type(error).__name__}
+    except Exception as error:  # a bug: reported with where it came from
+        return {
+            "outcome": "untyped",
+            "error": f"{type(error).__name__}: {str(error)[:300]}",
+            "detail": "".join(traceback.format_exception(error)[-6:]),
+        }
+    return {"outcome": "parsed"}
+
+
+def main() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    import virtualize  # noqa: F401  (before the first case: its import is not a case's time)
+
+    for line in sys.stdin:
+        path = Path(line.strip())
+        print(json.dumps(answer(path)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

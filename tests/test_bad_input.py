@@ -1,0 +1,79 @@
+"""Inputs that are not a readable file of a known format get a typed error naming them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import virtualize as vz
+from virtualize.errors import FormatDetectionError, InvalidFileError
+
+
+def open_path(path: Path) -> None:
+    registry = vz.ObjectStoreRegistry.for_urls([path.parent.as_uri() + "/"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vz.open_virtual_dataset(str(path), registry=registry)
+
+
+def test_an_empty_file_is_named_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.nc"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidFileError, match=r"empty\.nc: the file is empty \(0 bytes\)"):
+        open_path(path)
+
+
+def test_a_file_of_no_known_format_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "notes.nc"
+    path.write_text("these are notes, not data\n")
+    with pytest.raises(FormatDetectionError, match=r"notes\.nc: unrecognised file format"):
+        open_path(path)
+
+
+def test_a_folder_of_files_is_named_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    (folder / "a.nc").write_bytes(b"CDF\x01")
+    with pytest.raises(InvalidFileError, match=r"archive: this is a folder, not a file") as info:
+        open_path(folder)
+    assert "open_virtual_mfdataset" in str(info.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InvalidFileError, match=r"missing\.nc: no such file"):
+        open_path(tmp_path / "missing.nc")
+
+
+def test_a_tiff_without_an_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "noimage.tif"
+    path.write_bytes(b"II*\x00" + (0).to_bytes(4, "little"))  # the first IFD offset is 0
+    with pytest.raises(InvalidFileError, match=r"noimage\.tif"):
+        open_path(path)
+
+
+def test_chunks_past_the_end_of_the_file_are_a_read_error(tmp_path: Path) -> None:
+    """A damaged offset puts a chunk after the file's end; obstore panics on such a local
+    range, and the panic (a BaseException) must become a typed error."""
+    import numpy as np
+    import xarray as xr
+
+    path = tmp_path / "short.nc"
+    xr.Dataset({"t": ("x", np.arange(4.0))}, coords={"x": np.arange(4.0)}).to_netcdf(
+        path, engine="h5netcdf"
+    )
+    size = path.stat().st_size
+    vds = vz.open_virtual_dataset(
+        str(path),
+        registry=vz.ObjectStoreRegistry.for_urls([tmp_path.as_uri() + "/"]),
+        loadable_variables=[],
+    )
+    manifest = vds["x"].data.manifest
+    manifest.offsets[...] = size + (1 << 20)
+    store = vz.ManifestStore(
+        vz.ManifestGroup({"x": vds["x"].data}, {}, {}),
+        registry=vz.ObjectStoreRegistry.for_urls([tmp_path.as_uri() + "/"]),
+    )
+    with pytest.raises(vz.errors.ChunkReadError, match=r"short\.nc"):
+        xr.open_zarr(store, consolidated=False, zarr_format=3).load()

@@ -436,7 +436,8 @@ def fuzz(
                 keep.mkdir(parents=True, exist_ok=True)
                 for result in part.failures():
                     source = Path(result.case.path)
-                    (keep / source.name).write_bytes(source.read_bytes())
+                    name = f"case-{result.case.number:06d}-{result.outcome}{source.suffix}"
+                    (keep / name).write_bytes(source.read_bytes())
             for case in cases:
                 Path(case.path).unlink(missing_ok=True)
         return report

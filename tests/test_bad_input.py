@@ -77,3 +77,20 @@ def test_chunks_past_the_end_of_the_file_are_a_read_error(tmp_path: Path) -> Non
     )
     with pytest.raises(vz.errors.ChunkReadError, match=r"short\.nc"):
         xr.open_zarr(store, consolidated=False, zarr_format=3).load()
+
+
+CORPUS_GRIB = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "grib"
+
+
+@pytest.mark.skipif(not CORPUS_GRIB.is_dir(), reason="no GRIB corpus")
+def test_a_grib_grid_without_points_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer: four bytes of a GRIB 1 grid section zeroed (the case as it was
+    made) gave the grid 0 points, and zarr refused the chunk shape with a ValueError."""
+    pytest.importorskip("cfgrib")
+    data = bytearray((CORPUS_GRIB / "pygrib" / "spherical_pressure_level.grib1").read_bytes())
+    for offset in (62, 64, 65, 67):
+        data[offset] = 0
+    path = tmp_path / "nogrid.grib1"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidFileError, match=r"nogrid\.grib1: variable '.*': .*no points"):
+        open_path(path)

@@ -1068,6 +1068,13 @@ def _data_array(
     geo_ndim = int(on_disk.geo_ndim)
     full_header = tuple(on_disk.shape[:-geo_ndim])
     field_shape = tuple(int(n) for n in on_disk.shape[-geo_ndim:])
+    if not all(field_shape):
+        raise InvalidFileError(
+            f"the messages' grid has no points (shape {field_shape})",
+            url=url,
+            variable=name,
+            hint="The file is damaged: check it with ecCodes' grib_dump",
+        )
     ids = np.full(full_header, -1, dtype=np.int64)
     for header_indexes, field_ids in on_disk.field_id_index.items():
         ids[tuple(header_indexes)] = int(field_ids[0])

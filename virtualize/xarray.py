@@ -626,11 +626,18 @@ def construct_virtual_dataset(
         loadable |= {name for name in named & set(arrays) if _held_inline(arrays[name])}
     else:
         loadable = set(loadable_variables) & set(arrays)
-    loaded = _load(
-        ManifestGroup({n: arrays[n] for n in arrays if n in loadable}),
-        registry=registry,
-        decode_times=decode_times,
-    )
+    try:
+        loaded = _load(
+            ManifestGroup({n: arrays[n] for n in arrays if n in loadable}),
+            registry=registry,
+            decode_times=decode_times,
+        )
+    except MemoryError as error:
+        raise InvalidFileError(
+            "the variables to load declare more values than memory holds",
+            url=_first_url(manifest_group),
+            hint="The file is damaged, or pass loadable_variables=[] to load nothing",
+        ) from error
     variables: dict[Hashable, xr.Variable] = {}
     coordinate_names: set[Hashable] = set(loaded.coordinates)
     for name, array in arrays.items():
@@ -659,7 +666,14 @@ def construct_virtual_dataset(
         indexes=dict(indexed.xindexes),
     )
     data_vars = {name: v for name, v in variables.items() if name not in coordinate_names}
-    return xr.Dataset(data_vars, coords=coords, attrs=dict(manifest_group.attributes))
+    try:
+        return xr.Dataset(data_vars, coords=coords, attrs=dict(manifest_group.attributes))
+    except ValueError as error:  # e.g. variables that disagree on a dimension's size
+        raise InvalidFileError(
+            f"the file's variables don't make a dataset: {error}",
+            url=_first_url(manifest_group),
+            hint="The file is damaged, or pass drop_variables to leave the variables out",
+        ) from error
 
 
 def _held_inline(array: ManifestArray) -> bool:
@@ -730,6 +744,12 @@ def _load(
     return _Loaded(dict(decoded), set(coordinates) | dimension_coordinates)
 
 
+def _first_url(group: ManifestGroup) -> str | None:
+    """The file a group's arrays reference (the first, by name), for errors."""
+    urls = {url for array in group.arrays.values() for url in array.manifest.urls}
+    return min(urls) if urls else None
+
+
 @contextlib.contextmanager
 def _decoding(group: ManifestGroup) -> Iterator[None]:
     """xarray's CF decoding of loaded values that can't be decoded (times beyond what
@@ -737,10 +757,9 @@ def _decoding(group: ManifestGroup) -> Iterator[None]:
     try:
         yield
     except (ValueError, TypeError, OverflowError) as error:
-        urls = {url for array in group.arrays.values() for url in array.manifest.urls}
         raise InvalidFileError(
             f"the values loaded from the file don't decode: {error}",
-            url=min(urls) if urls else None,
+            url=_first_url(group),
             hint="Pass decode_times=False, or leave the variable out of loadable_variables",
         ) from error
 

@@ -179,7 +179,8 @@ def detect(url: str, registry: ObjectStoreRegistry, **options: Any) -> Any:
 
 
 def _is_folder(store: Any, path: str) -> bool:
-    """Whether anything is stored under ``path/``."""
+    """Whether anything is stored under ``path/`` (only to word an error already being
+    raised: any failure here means "don't know", and the original error stands)."""
     try:
         return bool(
             next(iter(obstore.list(store, prefix=path.rstrip("/") + "/", chunk_size=1)), [])
@@ -189,6 +190,7 @@ def _is_folder(store: Any, path: str) -> bool:
 
 
 def _size(store: Any, path: str) -> int | None:
+    """The object's size, or None if it can't be had (only to word an error)."""
     try:
         return int(obstore.head(store, path)["size"])
     except Exception:

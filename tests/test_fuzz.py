@@ -24,9 +24,4 @@ def test_mutated_files_parse_or_raise_typed_errors() -> None:
     print(report.summary())
     assert len(report.results) == CASES
     assert {r.case.format for r in report.results} == {"fits", "grib", "hdf5", "netcdf3", "tiff"}
-    # Known and not yet fixed: ecCodes itself crashes on some damaged GRIB messages (in its
-    # geoiterators and key accessors; nothing ecCodes offers can check for it first). They
-    # are counted and printed above; moving GRIB's metadata work out of the user's process
-    # is the planned fix. Every other failure fails the test.
-    failures = [r for r in report.failures() if (r.outcome, r.case.format) != ("crash", "grib")]
-    assert failures == [], report.summary()
+    assert report.failures() == [], report.summary()

@@ -98,6 +98,7 @@ import obstore
 from virtualize._eccodes import eccodes as load_eccodes
 from virtualize.errors import InvalidFileError, UnsupportedFeatureError
 from virtualize.io import head
+from virtualize.isolation import isolated
 from virtualize.manifests import (
     INLINE,
     MISSING,
@@ -197,6 +198,11 @@ class GRIBParser:
     def __call__(self, url: str, registry: ObjectStoreRegistry) -> ManifestStore:
         """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its datasets."""
         url = normalize_url(url)
+        # ecCodes crashes or hangs on some damaged messages: see virtualize.isolation
+        root = isolated(_parse, self, url, registry, url=url, library="ecCodes")
+        return ManifestStore(root, registry=registry)
+
+    def _parse(self, url: str, registry: ObjectStoreRegistry) -> ManifestGroup:
         source = head(registry, url)
         store, path = registry.resolve(url)
         reader = _Reader(store, path, int(source.size or 0), url)
@@ -239,7 +245,7 @@ class GRIBParser:
                     else "The file is one dataset: leave group unset",
                 )
             root = node
-        return ManifestStore(root, registry=registry)
+        return root
 
     def _sidecar(self, url: str, registry: ObjectStoreRegistry) -> str | None:
         """The ``.idx`` sidecar's text, when it is to be used."""
@@ -262,6 +268,10 @@ class GRIBParser:
                 f"no index {sidecar}", url=url, hint="Pass index=False to scan the file"
             )
         return text
+
+
+def _parse(parser: GRIBParser, url: str, registry: ObjectStoreRegistry) -> ManifestGroup:
+    return parser._parse(url, registry)
 
 
 # -- reading ----------------------------------------------------------------------------------

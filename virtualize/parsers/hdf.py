@@ -9,6 +9,7 @@ variable and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import warnings
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from virtualize.errors import (
     VirtualizeError,
 )
 from virtualize.io import DEFAULT_BLOCK_SIZE, ObstoreFile, head
+from virtualize.isolation import isolated
 from virtualize.manifests import (
     MISSING,
     ChunkManifest,
@@ -134,8 +136,6 @@ class HDFParser:
 
     def __call__(self, url: str, registry: ObjectStoreRegistry) -> ManifestStore:
         """Parse ``url`` and return a :class:`~virtualize.ManifestStore` over its datasets."""
-        import h5py
-
         url = normalize_url(url)
         files = _OpenFiles(self, registry)
         try:
@@ -163,6 +163,22 @@ class HDFParser:
                     ) from error
                 else:
                     return ManifestStore(group, registry=registry, skipped={})
+        finally:
+            files.close()
+        # the HDF5 library loops forever on some damaged metadata: see virtualize.isolation
+        group, skipped = isolated(_parse_with_h5py, self, url, registry, url=url, library="h5py")
+        return ManifestStore(group, registry=registry, skipped=skipped)
+
+    def _parse_with_h5py(
+        self, url: str, registry: ObjectStoreRegistry
+    ) -> tuple[ManifestGroup, dict[str, str]]:
+        import h5py
+
+        # the HDF5 library reads a few values (fill values, small datasets) itself
+        with contextlib.suppress(ImportError):
+            import hdf5plugin  # noqa: F401  (registers the filters of the [hdf] extra)
+        files = _OpenFiles(self, registry)
+        try:
             context = files.open(url)
             h5file = context.file
             root = h5file
@@ -179,7 +195,13 @@ class HDFParser:
                 group = context.parse_group(root, drop=self.drop_variables)
         finally:
             files.close()
-        return ManifestStore(group, registry=registry, skipped=files.skipped)
+        return group, files.skipped
+
+
+def _parse_with_h5py(
+    parser: HDFParser, url: str, registry: ObjectStoreRegistry
+) -> tuple[ManifestGroup, dict[str, str]]:
+    return parser._parse_with_h5py(url, registry)
 
 
 class _OpenFiles:

@@ -16,6 +16,10 @@ virtualize
 virtualize (parser only)
     ``virtualize.parsers.GRIBParser()(url, registry)``, the ManifestStore alone: the share
     of the row above that is parsing.
+virtualize, in process
+    The first row with ``VIRTUALIZE_ISOLATION=off``: ecCodes' work in the calling process,
+    not in the helper process that keeps a damaged file from crashing it
+    (:mod:`virtualize.isolation`); the difference is what that protection costs per open.
 cfgrib, fresh index
     ``cfgrib.open_datasets(path, backend_kwargs={"indexpath": ...})`` with a new index path
     per open, so that cfgrib builds its index every time (what virtualize does: a cold open).
@@ -27,7 +31,8 @@ Kerchunk
 
 In each process everything the case uses (ecCodes, cfgrib, xarray, dask, which xarray
 imports when it makes its first variable, and the tool itself) is imported before the clock
-starts; the first open is timed (what a fresh worker pays per
+starts, and so is virtualize's helper process started (with the same imports; the time it
+takes is printed apart); the first open is timed (what a fresh worker pays per
 file), then ``--warm`` more opens of the same file in the same process (their median). Each
 case checks what it made: virtualize and cfgrib the number of data variables and of fields
 behind them (5 and 300 for the generated file; the two must agree on the corpus files),
@@ -50,6 +55,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -91,6 +97,7 @@ MESSAGES = len(PARAMETERS) * len(LEVELS) * len(STEPS)
 CASES = {
     "virtualize": "virtualize",
     "virtualize-parser": "virtualize (parser only)",
+    "virtualize-in-process": "virtualize, in process (VIRTUALIZE_ISOLATION=off)",
     "cfgrib-cold": "cfgrib, fresh index",
     "cfgrib-warm": "cfgrib, pre-built index",
     "kerchunk": "Kerchunk",
@@ -99,6 +106,7 @@ CASES = {
 PACKAGES = {
     "virtualize": "virtualize",
     "virtualize-parser": "virtualize",
+    "virtualize-in-process": "virtualize",
     "cfgrib-cold": "cfgrib",
     "cfgrib-warm": "cfgrib",
     "kerchunk": "kerchunk",
@@ -332,6 +340,12 @@ def run_case(case: str, path: Path, index: Path | None, warm: int) -> dict[str, 
         # xarray imports dask with the first variable it makes, in cfgrib's opens as in
         # virtualize's (about 0.4 s): an import, so before the clock as the others
         import dask.array  # noqa: F401
+    helper_seconds = None
+    if case == "virtualize-in-process":
+        os.environ["VIRTUALIZE_ISOLATION"] = "off"
+        open_, check = virtualize_open(path)
+    elif case in ("virtualize", "virtualize-parser"):
+        helper_seconds = start_helper()
     if case == "virtualize":
         open_, check = virtualize_open(path)
     elif case == "virtualize-parser":
@@ -365,7 +379,24 @@ def run_case(case: str, path: Path, index: Path | None, warm: int) -> dict[str, 
         "first_cpu_seconds": first_cpu,
         "warm_seconds": warm_seconds,
         "found": found,
+        "helper_start_seconds": helper_seconds,
     }
+
+
+def start_helper() -> float:
+    """Start the process virtualize parses GRIB in (virtualize.isolation) and import there
+    what a parse imports: process set-up, before the clock like the imports of every case.
+    Returns the seconds it took."""
+    import importlib
+
+    from virtualize.isolation import isolated
+
+    start = time.perf_counter()
+    for module in ("eccodes", "cfgrib.dataset", "cfgrib.xarray_store", "dask.array"):
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            isolated(importlib.import_module, module, url="-", library="-")
+    isolated(importlib.import_module, "virtualize.parsers.grib", url="-", library="-")
+    return time.perf_counter() - start
 
 
 def measure_case(case: str, path: Path, index: Path, warm: int) -> dict[str, Any]:
@@ -411,7 +442,17 @@ def measure(
                     flush=True,
                 )
     return {
-        name: {case: summarise(case_runs) for case, case_runs in by_case.items()}
+        name: {
+            case: summarise(case_runs)
+            | {
+                "helper_start_seconds": [
+                    run["helper_start_seconds"]
+                    for run in case_runs
+                    if run.get("helper_start_seconds") is not None
+                ]
+            }
+            for case, case_runs in by_case.items()
+        }
         for name, by_case in runs.items()
     }
 
@@ -474,6 +515,17 @@ def table(results: dict[str, dict[str, Any]], description: str, repeats: int, wa
             f"{result['median'] * 1000:.0f} | {result['best_cpu'] * 1000:.0f} | {warm_cell} |"
         )
     lines.append("")
+    starts = [
+        seconds
+        for case in ("virtualize", "virtualize-parser")
+        for seconds in results.get(case, {}).get("helper_start_seconds", [])
+    ]
+    if starts:
+        lines.append(
+            "Once per process, before the first open (not in the times above, like the imports): "
+            f"starting the helper process that parses GRIB, median {statistics.median(starts) * 1000:.0f} ms."
+        )
+        lines.append("")
     found_ratios = ratios(results)
     for case in ("cfgrib-cold", "cfgrib-warm", "kerchunk"):
         key = case.replace("-", "_")

@@ -6,6 +6,7 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import hdf5plugin
@@ -48,3 +49,20 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest)
         yield endpoint
     finally:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """List the network faults each test of test_network_faults.py injected and survived
+    (recorded as the ``network_faults`` property, which also crosses from xdist workers)."""
+    lines = []
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "network_faults":
+                    lines.append(f"{report.nodeid.rpartition('::')[2]} [{outcome}]: {value}")
+    if lines:
+        terminalreporter.write_sep("-", "network faults injected (and survived, if passed)")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

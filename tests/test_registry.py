@@ -278,3 +278,13 @@ def test_registry_pickles(tmp_path: Path) -> None:
 def test_os_fspath_accepted(tmp_path: Path) -> None:
     assert normalize_url(tmp_path) == tmp_path.as_uri()
     assert os.fspath(tmp_path) in normalize_url(tmp_path).replace("file://", "")
+
+
+def test_registry_none_allows_plain_http_only_for_http_urls() -> None:
+    """obstore refuses ``http://`` unless told to; ``https://`` hosts keep refusing it."""
+    plain = ObjectStoreRegistry.for_urls(["http://127.0.0.1:8000/a.nc"], quiet=True)
+    store, _ = plain.resolve("http://127.0.0.1:8000/a.nc")
+    assert store.client_options["allow_http"] in (True, "true")
+    secure = ObjectStoreRegistry.for_urls(["https://example.com/a.nc"], quiet=True)
+    store, _ = secure.resolve("https://example.com/a.nc")
+    assert store.client_options["allow_http"] in (False, "false")

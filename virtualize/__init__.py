@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from virtualize import _eccodes, errors, parsers  # noqa: F401  (_eccodes: for its effect)
 from virtualize.ingest import IngestReport, ingest
 from virtualize.manifests import ChunkManifest, ManifestArray, ManifestGroup, SourceInfo
+from virtualize.network import NetworkSettings
 from virtualize.registry import ObjectStoreRegistry
 from virtualize.store import ManifestStore
 from virtualize.xarray import (
@@ -31,6 +32,7 @@ __all__ = [
     "ManifestArray",
     "ManifestGroup",
     "ManifestStore",
+    "NetworkSettings",
     "ObjectStoreRegistry",
     "SourceInfo",
     "VirtualizeAccessor",

@@ -7,6 +7,10 @@ of a 100,000-file ingest says exactly which file and variable failed and why.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +18,11 @@ __all__ = [
     "ChunkReadError",
     "ConcatenationError",
     "FormatDetectionError",
+    "IngestConflictError",
     "InvalidFileError",
     "ManifestError",
     "NoFilesError",
+    "RepositoryAccessError",
     "SkippedVariableWarning",
     "UnauthorizedLocationError",
     "UnsupportedFeatureError",
@@ -48,10 +54,13 @@ class VirtualizeError(Exception):
         variable: str | None = None,
         hint: str | None = None,
     ) -> None:
-        self.reason = reason
-        self.url = url
+        # Messages quote what servers and libraries said, which can echo a credential (S3's
+        # 403 names the access key id); they end up in logs and in ingest commits.
+        self.reason = redact_credentials(reason)
+        self.url = redact_credentials(url) if url is not None else None
         self.variable = variable
-        self.hint = hint
+        self.hint = redact_credentials(hint) if hint is not None else None
+        _redact_handled_exception()
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -71,6 +80,72 @@ class VirtualizeError(Exception):
             _rebuild_error,
             (type(self), self.reason, self.url, self.variable, self.hint),
         )
+
+
+#: Names of environment variables (and store settings) that hold a credential.
+_CREDENTIAL_NAME = re.compile(
+    r"(SECRET|SECRET_KEY|TOKEN|PASSWORD|ACCESS_KEY|KEY_ID|ACCOUNT_KEY|API_KEY|SAS_KEY)$",
+    re.IGNORECASE,
+)
+_CREDENTIAL_PATTERNS = (
+    # S3's answer to an unknown key quotes it
+    (re.compile(r"(<AWSAccessKeyId>)[^<]*(</AWSAccessKeyId>)"), r"\1[redacted]\2"),
+    # AWS access key ids (long-term and temporary)
+    (re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b"), "[redacted]"),
+    # signed requests and presigned urls
+    (
+        re.compile(
+            r"\b((?:X-Amz-)?(?:Credential|Signature|Security-Token)=)[^&\s,;\"'<>]+",
+            re.IGNORECASE,
+        ),
+        r"\1[redacted]",
+    ),
+    # a password in a url's user information
+    (re.compile(r"(://[^/@\s:]*:)[^/@\s]+@"), r"\1[redacted]@"),
+)
+_known_credentials: set[str] = set()
+
+
+def remember_credentials(settings: Any) -> None:
+    """Redact, from now on, the credential values among ``settings`` (a store's ``config``
+    mapping, say) wherever an error message quotes them."""
+    for name, value in dict(settings or {}).items():
+        if _CREDENTIAL_NAME.search(str(name)) and isinstance(value, str) and len(value) >= 8:
+            _known_credentials.add(value)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with credentials replaced by ``[redacted]``: the values of credential
+    environment variables (``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN``, ...) and of stores'
+    settings seen by :func:`remember_credentials`, access key ids, request signatures and
+    url passwords."""
+    secrets = set(_known_credentials)
+    secrets.update(
+        value
+        for name, value in os.environ.items()
+        if _CREDENTIAL_NAME.search(name) and len(value) >= 8
+    )
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_handled_exception() -> None:
+    # A virtualize error is raised from the exception being handled (``raise ... from
+    # error``): tracebacks print that one too, so its message is redacted in place.
+    error: BaseException | None = sys.exception()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if not isinstance(error, VirtualizeError):
+            # an exception type whose args can't be set keeps its text
+            with contextlib.suppress(Exception):
+                error.args = tuple(
+                    redact_credentials(a) if isinstance(a, str) else a for a in error.args
+                )
+        error = error.__cause__ or error.__context__
 
 
 def _rebuild_error(
@@ -142,12 +217,29 @@ class ConcatenationError(VirtualizeError, ValueError):
     """
 
 
+class IngestConflictError(VirtualizeError):
+    """Another writer committed to the branch while a batch was being ingested, and the batch
+    can't be committed on top of it.
+
+    Either the other commit's data comes after this batch along the concatenation dimension
+    (two ingests of interleaved files raced, and the other one appended first), or the branch
+    kept moving for every attempt. Nothing of the batch was committed; batches committed
+    earlier in the run stay committed.
+    """
+
+
 class VirtualArrayAccessError(VirtualizeError, TypeError):
     """An operation on a virtual array needs its data, which a virtual array does not hold."""
 
 
 class ChunkReadError(VirtualizeError, OSError):
     """Fetching a referenced chunk from its source failed."""
+
+
+class RepositoryAccessError(VirtualizeError, OSError):
+    """An Icechunk repository could not be reached: its requests kept failing (connection
+    errors, ``5xx`` answers, timeouts) until the retries of
+    :class:`~virtualize.NetworkSettings` ran out. Nothing was committed."""
 
 
 class SkippedVariableWarning(UserWarning):

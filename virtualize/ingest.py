@@ -6,6 +6,11 @@ dimension and committed on its own. A commit carries, in its metadata under ``"v
 the files it ingested and the files it skipped with their errors, so the repository itself
 remembers what it holds: a rerun after a crash (even ``kill -9``) resumes after the last
 commit, and readers only ever see whole batches, since an Icechunk commit is atomic.
+
+Ingests may run at the same time on one branch: a batch is planned on the branch tip it
+started from, and when another writer commits first the batch is rebased (the other commit
+touched none of its arrays) or planned and written again on the new tip, so no commit is lost
+and no file is appended twice.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import ConcatenationError, NoFilesError
+from virtualize.errors import ConcatenationError, IngestConflictError, NoFilesError
+from virtualize.network import NetworkSettings
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 
 __all__ = [
@@ -88,6 +95,12 @@ class IngestReport:
         Chunk references this run added.
     seconds
         Wall time of the run.
+    rebased
+        Commits that found another writer had committed to the branch first, and were rebased
+        onto it (the other commit touched none of their arrays).
+    rewritten
+        Times a batch was planned and written again on the branch tip because another writer
+        had committed first to the arrays it appends to.
     """
 
     repository: str
@@ -99,6 +112,8 @@ class IngestReport:
     commits: list[str] = field(default_factory=list)
     references: int = 0
     seconds: float = 0.0
+    rebased: int = 0
+    rewritten: int = 0
 
     def __str__(self) -> str:
         rate = len(self.ingested) / self.seconds if self.seconds > 0 else 0.0
@@ -110,6 +125,11 @@ class IngestReport:
             f"  listed {self.listed}, already in the repository {self.already}, "
             f"skipped {len(self.skipped)}",
         ]
+        if self.rebased or self.rewritten:
+            lines.append(
+                f"  other writers committed first: {self.rebased} commits rebased, "
+                f"{self.rewritten} batches written again"
+            )
         lines += [f"  skipped {url}: {error}" for url, error in self.skipped]
         return "\n".join(lines)
 
@@ -134,6 +154,7 @@ def ingest(
     preprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
     target_group: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    network: NetworkSettings | None = None,
 ) -> IngestReport:
     """Ingest an archive into an Icechunk repository, one commit per batch of files.
 
@@ -177,6 +198,10 @@ def ingest(
         A progress bar (files/s, refs/s, ETA) when True, none when False, or a callable
         ``progress(files_done, files_total)``; by default a bar when standard error is a
         terminal.
+    network
+        Retries, backoff and timeouts of the requests to the archive (when ``registry`` is
+        None; a registry's stores keep their own) and to the repository; by default
+        :meth:`~virtualize.NetworkSettings.from_environment`.
 
     Returns
     -------
@@ -190,6 +215,21 @@ def ingest(
         after the last one committed), or its files can't be joined.
     NoFilesError
         The glob matches nothing.
+    IngestConflictError
+        Another writer committed to the branch during the run, and a batch can't go on top
+        of it: the other commit's data comes after the batch's along ``concat_dim``, or the
+        branch moved before each of 10 attempts. Nothing of that batch is committed.
+
+    Notes
+    -----
+    Several ingests may run at the same time on one branch, in threads, processes or on
+    several machines (for a local repository, on one machine: their commits take turns on a
+    lock of the repository's directory). A batch is planned on the branch tip it starts from:
+    the files still to ingest, and where it goes along ``concat_dim``. If another writer
+    commits first, the batch's commit fails instead of overwriting; the batch is then rebased
+    when the other commit touched none of its arrays (another ``target_group``), and
+    otherwise planned again on the new tip (files the other writer committed are left out)
+    and written again. No commit is lost and no file is committed twice.
 
     Examples
     --------
@@ -204,13 +244,14 @@ def ingest(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     started = time.perf_counter()
-    urls, _, registry = _expand_paths(paths, registry, nested=False)
+    urls, _, registry = _expand_paths(paths, registry, nested=False, network=network)
     urls = sorted(dict.fromkeys(urls))
-    repository, location = open_repository(repo, registry, concat_dim=concat_dim, create=True)
+    repository, location = open_repository(
+        repo, registry, concat_dim=concat_dim, create=True, network=network
+    )
     _ensure_branch(repository, branch)
-    done, skipped_before = _recorded_files(repository, branch)
-    left_alone = done if retry_skipped else done | skipped_before
-    todo = [url for url in urls if url not in left_alone]
+    recorded = _Recorded.read(repository, branch, retry_skipped=retry_skipped)
+    todo = [url for url in urls if url not in recorded.left_alone]
     report = IngestReport(location, branch, listed=len(urls), already=len(urls) - len(todo))
     runner, owned = resolve_executor(executor)
     bar = _Progress(progress, len(todo))
@@ -225,22 +266,26 @@ def ingest(
     }
     try:
         for batch in _batches(todo, batch_size):
-            commit = _ingest_batch(
-                repository,
-                branch,
-                batch,
-                concat_dim,
-                target_group,
-                runner,
-                options,
-                bar,
-                on_error,
-                message,
-            )
-            report.commits.append(commit.snapshot_id)
-            report.ingested.extend(commit.files)
-            report.skipped.extend(commit.skipped)
-            report.references += commit.references
+            with _reaching(location, during="this batch"):
+                commit = _ingest_batch(
+                    repository,
+                    branch,
+                    batch,
+                    recorded,
+                    report,
+                    concat_dim,
+                    target_group,
+                    runner,
+                    options,
+                    bar,
+                    on_error,
+                    message,
+                )
+            if commit is not None:
+                report.commits.append(commit.snapshot_id)
+                report.ingested.extend(commit.files)
+                report.skipped.extend(commit.skipped)
+                report.references += commit.references
             bar.advance(len(batch), report.references)
     finally:
         bar.close()
@@ -255,10 +300,26 @@ def _batches(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
+#: Attempts at committing one batch while other writers keep committing to the branch first.
+_COMMIT_ATTEMPTS = 10
+
+
+@dataclass
+class _Parsed:
+    """A batch's files, parsed and combined."""
+
+    urls: list[str]
+    dataset: xr.Dataset | None
+    files: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
 def _ingest_batch(
     repository: Any,
     branch: str,
     batch: list[str],
+    recorded: _Recorded,
+    report: IngestReport,
     concat_dim: str,
     target_group: str | None,
     runner: Any,
@@ -266,12 +327,98 @@ def _ingest_batch(
     bar: _Progress,
     on_error: str,
     message: str | None,
-) -> IngestCommit:
+) -> IngestCommit | None:
+    """Parse, write and commit one batch; None when other writers committed all its files.
+
+    The batch is planned on the snapshot its session starts from: which of its files are
+    still to ingest, and, in ``_write_batch``, where along ``concat_dim`` they go. A commit
+    that finds the branch moved is rebased when that is clean; otherwise the plan is stale
+    (an append's place depends on the length it found), so it is made again on the new tip.
+    """
+    import icechunk
+
+    parsed: _Parsed | None = None
+    conflict: icechunk.ConflictError | None = None
+    for _ in range(_COMMIT_ATTEMPTS):
+        session = repository.writable_session(branch)
+        base = session.snapshot_id
+        recorded.catch_up(repository, base)
+        urls = [url for url in batch if url not in recorded.left_alone]
+        if not urls:
+            report.already += len(batch)
+            return None
+        if parsed is None or parsed.urls != urls:
+            parsed = _parse_batch(urls, runner, options, bar, on_error)
+        references = 0
+        if parsed.dataset is not None:
+            _write_batch(
+                session.store,
+                parsed.dataset,
+                parsed.files,
+                concat_dim,
+                target_group,
+                options["registry"],
+                raced=recorded.others > 0,
+            )
+            references = int(parsed.dataset.virtualize.nrefs)
+        record = {
+            "format": _FORMAT,
+            "files": list(parsed.files),
+            "skipped": [{"url": url, "error": error} for url, error in parsed.skipped],
+            "concat_dim": concat_dim,
+            "group": target_group or "",
+            "references": references,
+        }
+        first, last = Path(urls[0]).name, Path(urls[-1]).name
+        text = message or f"ingest {len(parsed.files)} files ({first} .. {last})"
+        if parsed.skipped:
+            text += f", skipped {len(parsed.skipped)}"
+        try:
+            with _commit_lock(repository):
+                snapshot = session.commit(
+                    text,
+                    metadata={METADATA_KEY: record},
+                    rebase_with=icechunk.ConflictDetector(),
+                    allow_empty=True,
+                )
+        except icechunk.ConflictError as error:
+            # The other commit changed the arrays this batch appends to: a rebase would put
+            # both appends at the same place. Plan the batch again on the new tip.
+            conflict = error
+            report.rewritten += 1
+            continue
+        if repository.lookup_snapshot(snapshot).parent_id != base:
+            report.rebased += 1
+        recorded.own.add(snapshot)
+        recorded.catch_up(repository, snapshot)
+        report.already += len(batch) - len(urls)
+        return IngestCommit(
+            snapshot_id=snapshot,
+            message=text,
+            written_at=datetime.now().astimezone(),
+            files=parsed.files,
+            skipped=parsed.skipped,
+            references=references,
+            by_ingest=True,
+        )
+    raise IngestConflictError(
+        f"other writers committed to branch {branch!r} before each of {_COMMIT_ATTEMPTS} "
+        f"attempts to commit this batch of {len(batch)} files; nothing of it was committed",
+        url=batch[0],
+        hint="Rerun the ingest when the other writers are done: files already in the "
+        "repository are skipped",
+    ) from conflict
+
+
+def _parse_batch(
+    urls: list[str], runner: Any, options: dict[str, Any], bar: _Progress, on_error: str
+) -> _Parsed:
     from virtualize.xarray import open_virtual_mfdataset
 
+    dataset: xr.Dataset | None
     try:
         dataset, failures = open_virtual_mfdataset(
-            batch,
+            urls,
             executor=runner,
             on_error="record",
             progress=bar.within_batch,
@@ -282,38 +429,12 @@ def _ingest_batch(
         dataset, failures = None, error.failures
     if failures and on_error == "raise":
         first = failures[0]
-        first.error.add_note(f"nothing of this batch was committed ({len(batch)} files)")
+        first.error.add_note(f"nothing of this batch was committed ({len(urls)} files)")
         raise first.error
     skipped = tuple((str(f.item), f"{type(f.error).__name__}: {f.error}") for f in failures)
     failed = {str(f.item) for f in failures}
-    files = tuple(url for url in batch if url not in failed)
-    session = repository.writable_session(branch)
-    references = 0
-    if dataset is not None:
-        _write_batch(session.store, dataset, files, concat_dim, target_group, options["registry"])
-        references = int(dataset.virtualize.nrefs)
-    record = {
-        "format": _FORMAT,
-        "files": list(files),
-        "skipped": [{"url": url, "error": error} for url, error in skipped],
-        "concat_dim": concat_dim,
-        "group": target_group or "",
-        "references": references,
-    }
-    first, last = Path(batch[0]).name, Path(batch[-1]).name
-    text = message or f"ingest {len(files)} files ({first} .. {last})"
-    if skipped:
-        text += f", skipped {len(skipped)}"
-    snapshot = session.commit(text, metadata={METADATA_KEY: record}, allow_empty=True)
-    return IngestCommit(
-        snapshot_id=snapshot,
-        message=text,
-        written_at=datetime.now().astimezone(),
-        files=files,
-        skipped=skipped,
-        references=references,
-        by_ingest=True,
-    )
+    files = tuple(url for url in urls if url not in failed)
+    return _Parsed(urls, dataset, files, skipped)
 
 
 def _write_batch(
@@ -323,7 +444,14 @@ def _write_batch(
     concat_dim: str,
     group: str | None,
     registry: ObjectStoreRegistry,
+    *,
+    raced: bool = False,
 ) -> None:
+    """Append ``dataset`` to the group in ``store``, or create it.
+
+    ``raced``: other writers committed to the branch during this run, so a batch that comes
+    before the data committed lost a race rather than came in the wrong order.
+    """
     from virtualize.writers.icechunk import to_icechunk
 
     if concat_dim not in dataset.dims:
@@ -338,6 +466,15 @@ def _write_batch(
         to_icechunk(dataset, store, group=group, mode="a", registry=registry)
         return
     first = dataset[concat_dim].values[0]
+    if not _after(first, last) and raced:
+        raise IngestConflictError(
+            f"another writer committed to the branch during this ingest, up to "
+            f"{concat_dim}={last}, and this batch starts at {concat_dim}={first}, before that; "
+            "ingest appends, so the batch can no longer go in (nothing of it was committed)",
+            url=files[0],
+            hint=f"Run ingests of one repository's branch in {concat_dim} order, or ingest "
+            "these files into another branch or repository",
+        )
     if not _after(first, last):
         raise ConcatenationError(
             f"this batch starts at {concat_dim}={first}, not after the last value committed "
@@ -386,6 +523,7 @@ def open_repository(
     *,
     concat_dim: str | None = None,
     create: bool = False,
+    network: NetworkSettings | None = None,
 ) -> tuple[Any, str]:
     """The Icechunk repository ``repo`` names, and its location as text.
 
@@ -402,6 +540,10 @@ def open_repository(
         one small manifest rather than every array's whole manifest.
     create
         Create the repository (with a first commit holding the root group) if there is none.
+    network
+        Retries, backoff and timeouts of the requests to the repository and its virtual
+        chunks (not used for an ``icechunk.Repository``, which has its own); by default
+        :meth:`~virtualize.NetworkSettings.from_environment`.
 
     Raises
     ------
@@ -416,10 +558,19 @@ def open_repository(
     if isinstance(repo, icechunk.Repository):
         return repo, "repository"
     location = str(repo)
-    storage = _storage(location)
+    network = NetworkSettings.resolve(network)
+    storage = _storage(location, network)
     access = authorize_containers(registry) if registry is not None else None
-    if icechunk.Repository.exists(storage):
-        return icechunk.Repository.open(storage, authorize_virtual_chunk_access=access), location
+    # Settings given to open() override the ones saved in the repository's config; exists()
+    # takes them separately, or it would retry with Icechunk's defaults (minutes).
+    settings = network.icechunk_storage_settings()
+    with _reaching(location):
+        if icechunk.Repository.exists(storage, settings):
+            return icechunk.Repository.open(
+                storage,
+                config=icechunk.RepositoryConfig(storage=settings),
+                authorize_virtual_chunk_access=access,
+            ), location
     if not create:
         raise InvalidFileError(
             "no Icechunk repository here",
@@ -428,20 +579,54 @@ def open_repository(
         )
     if registry is None:
         raise ValueError("a new repository needs the registry of the locations it references")
-    config = repository_config(registry, split_along=concat_dim)
-    repository = icechunk.Repository.create(
-        storage, config=config, authorize_virtual_chunk_access=access
-    )
-    # The root group in a commit of its own: two first writers would otherwise conflict on it.
-    session = repository.writable_session("main")
-    import zarr
+    # Of two processes creating a local repository at once, one creates it, the other opens it.
+    with _directory_lock(_local_directory(storage)):
+        if icechunk.Repository.exists(storage, settings):
+            return icechunk.Repository.open(
+                storage,
+                config=icechunk.RepositoryConfig(storage=settings),
+                authorize_virtual_chunk_access=access,
+            ), location
+        config = repository_config(registry, split_along=concat_dim)
+        config.storage = settings
+        repository = icechunk.Repository.create(
+            storage, config=config, authorize_virtual_chunk_access=access
+        )
+        # The root group in a commit of its own: two first writers would otherwise conflict
+        # on it.
+        session = repository.writable_session("main")
+        import zarr
 
-    zarr.open_group(session.store, mode="a", zarr_format=3)
-    session.commit("create the repository")
+        zarr.open_group(session.store, mode="a", zarr_format=3)
+        session.commit("create the repository")
     return repository, location
 
 
-def _storage(location: str) -> Any:
+@contextmanager
+def _reaching(location: str, during: str | None = None) -> Iterator[None]:
+    """Turn Icechunk's storage failures (retries exhausted) into an error naming the
+    repository; ``during`` names what was being committed (batches before it stay)."""
+    import icechunk
+
+    from virtualize.errors import RepositoryAccessError
+
+    try:
+        yield
+    except icechunk.StorageError as error:
+        done = (
+            f"Nothing of {during} was committed (batches committed before it stay; a rerun resumes)"
+            if during
+            else "Nothing was committed"
+        )
+        raise RepositoryAccessError(
+            f"the repository could not be reached: {str(error).splitlines()[0]}",
+            url=location,
+            hint=f"{done}; check the endpoint and credentials, or allow more retries and "
+            "longer timeouts with NetworkSettings (VIRTUALIZE_MAX_RETRIES, VIRTUALIZE_TIMEOUT)",
+        ) from error
+
+
+def _storage(location: str, network: NetworkSettings | None = None) -> Any:
     import icechunk
 
     if location.startswith("s3://"):
@@ -455,6 +640,7 @@ def _storage(location: str) -> Any:
             allow_http=bool(endpoint and endpoint.startswith("http://")),
             force_path_style=bool(endpoint),
             from_env=True,
+            network_stream_timeout_seconds=NetworkSettings.resolve(network).stream_timeout_seconds,
         )
     if "://" in location and not location.startswith("file://"):
         raise ValueError(f"repositories are local paths or s3:// urls, not {location!r}")
@@ -463,8 +649,51 @@ def _storage(location: str) -> Any:
 
 
 def _ensure_branch(repository: Any, branch: str) -> None:
-    if branch not in repository.list_branches():
-        repository.create_branch(branch, repository.lookup_branch("main"))
+    if branch in repository.list_branches():
+        return
+    with _commit_lock(repository):
+        if branch not in repository.list_branches():
+            repository.create_branch(branch, repository.lookup_branch("main"))
+
+
+@contextmanager
+def _commit_lock(repository: Any) -> Iterator[None]:
+    """Hold the lock of a local repository's directory (none for other storage)."""
+    with _directory_lock(_local_directory(repository.storage)):
+        yield
+
+
+@contextmanager
+def _directory_lock(directory: str | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` (created if missing); nothing when None.
+
+    Icechunk's local filesystem storage does not update a branch atomically: two processes
+    committing at once can both succeed, and the first commit is lost (icechunk issue 804;
+    it warns "not safe for concurrent commits"). Writers that commit under this lock take
+    turns, so the later one sees the branch moved and gets its ConflictError. Object stores
+    need no lock: their conditional writes do this.
+    """
+    if directory is None or sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # which releases the lock
+
+
+def _local_directory(storage: Any) -> str | None:
+    """The directory of local filesystem storage, None for other storage."""
+    # icechunk tells a Storage's kind and path only in its text form.
+    fields = dict(line.partition(": ")[::2] for line in repr(storage).splitlines())
+    if fields.get("type") != "local filesystem" or not fields.get("path"):
+        return None
+    return fields["path"]
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -481,37 +710,80 @@ def ingest_history(repo: Any, *, branch: str = "main") -> list[IngestCommit]:
         The branch whose ancestry to read.
     """
     repository, _ = open_repository(repo)
-    commits = []
-    for snapshot in repository.ancestry(branch=branch):
-        record = (snapshot.metadata or {}).get(METADATA_KEY)
-        if isinstance(record, dict) and record.get("format") == _FORMAT:
-            commits.append(
-                IngestCommit(
-                    snapshot_id=snapshot.id,
-                    message=snapshot.message,
-                    written_at=snapshot.written_at,
-                    files=tuple(record.get("files", ())),
-                    skipped=tuple(
-                        (str(item.get("url")), str(item.get("error")))
-                        for item in record.get("skipped", ())
-                    ),
-                    references=int(record.get("references", 0)),
-                    by_ingest=True,
-                )
-            )
-        else:
-            commits.append(IngestCommit(snapshot.id, snapshot.message, snapshot.written_at))
-    return commits
+    return [_as_commit(snapshot) for snapshot in repository.ancestry(branch=branch)]
 
 
-def _recorded_files(repository: Any, branch: str) -> tuple[set[str], set[str]]:
-    """Files the branch's commits ingested, and files they skipped."""
-    done: set[str] = set()
-    skipped: set[str] = set()
-    for commit in ingest_history(repository, branch=branch):
-        done.update(commit.files)
-        skipped.update(url for url, _ in commit.skipped)
-    return done, skipped - done
+def _as_commit(snapshot: Any) -> IngestCommit:
+    record = (snapshot.metadata or {}).get(METADATA_KEY)
+    if not (isinstance(record, dict) and record.get("format") == _FORMAT):
+        return IngestCommit(snapshot.id, snapshot.message, snapshot.written_at)
+    return IngestCommit(
+        snapshot_id=snapshot.id,
+        message=snapshot.message,
+        written_at=snapshot.written_at,
+        files=tuple(record.get("files", ())),
+        skipped=tuple(
+            (str(item.get("url")), str(item.get("error"))) for item in record.get("skipped", ())
+        ),
+        references=int(record.get("references", 0)),
+        by_ingest=True,
+    )
+
+
+@dataclass
+class _Recorded:
+    """The files a branch's commits recorded as of ``snapshot``, kept up with the branch.
+
+    Attributes
+    ----------
+    done, skipped
+        Files the commits ingested, and files they skipped.
+    own
+        The snapshots this run committed.
+    others
+        Commits of other writers found since the run began.
+    """
+
+    snapshot: str
+    retry_skipped: bool
+    done: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    own: set[str] = field(default_factory=set)
+    others: int = 0
+
+    @classmethod
+    def read(cls, repository: Any, branch: str, *, retry_skipped: bool) -> _Recorded:
+        tip = repository.lookup_branch(branch)
+        recorded = cls(tip, retry_skipped)
+        recorded._add(repository.ancestry(snapshot_id=tip))
+        return recorded
+
+    @property
+    def left_alone(self) -> set[str]:
+        """The files a run must not ingest."""
+        return self.done if self.retry_skipped else self.done | self.skipped
+
+    def catch_up(self, repository: Any, snapshot: str) -> None:
+        """Read the commits between the snapshot last seen and ``snapshot``, its descendant."""
+        if snapshot == self.snapshot:
+            return
+        newer = []
+        for info in repository.ancestry(snapshot_id=snapshot):
+            if info.id == self.snapshot:
+                break
+            newer.append(info)
+        else:  # the branch was reset past the snapshot last seen: all of it is new
+            self.done.clear()
+            self.skipped.clear()
+        self.others += sum(info.id not in self.own for info in newer)
+        self._add(newer)
+        self.snapshot = snapshot
+
+    def _add(self, snapshots: Iterable[Any]) -> None:
+        for snapshot in snapshots:
+            commit = _as_commit(snapshot)
+            self.done.update(commit.files)
+            self.skipped.update(url for url, _ in commit.skipped)
 
 
 # -- progress ----------------------------------------------------------------------------------

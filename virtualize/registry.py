@@ -17,7 +17,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from obstore.store import HTTPStore, LocalStore, MemoryStore, S3Store
 
-from virtualize.errors import UnauthorizedLocationError
+from virtualize.errors import UnauthorizedLocationError, remember_credentials
+from virtualize.network import NetworkSettings
 
 __all__ = ["ObjectStoreRegistry", "normalize_url", "sibling_url"]
 
@@ -131,6 +132,8 @@ class ObjectStoreRegistry:
 
     def __init__(self, stores: Mapping[str, ObjectStore] | None = None) -> None:
         self._stores: dict[str, ObjectStore] = {}
+        #: Local paths already found to lead nowhere outside the registered folders.
+        self._linkless: set[str] = set()
         for prefix, store in (stores or {}).items():
             self.register(prefix, store)
 
@@ -146,6 +149,7 @@ class ObjectStoreRegistry:
             The obstore store that serves paths relative to ``prefix``.
         """
         self._stores[_as_prefix(prefix)] = store
+        remember_credentials(getattr(store, "config", None))
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -191,7 +195,8 @@ class ObjectStoreRegistry:
         Raises
         ------
         UnauthorizedLocationError
-            If ``url`` lies under no registered prefix (after normalisation).
+            If ``url`` lies under no registered prefix (after normalisation), or is a local
+            path that a symbolic link leads out of every registered folder.
         """
         try:
             normalised = normalize_url(url)
@@ -212,7 +217,35 @@ class ObjectStoreRegistry:
         path = normalised[len(prefix) :]
         if prefix.startswith("file://"):
             path = unquote(path)
+            self._refuse_links_out(prefix, path, str(url))
         return self._stores[prefix], path
+
+    def _refuse_links_out(self, prefix: str, path: str, url: str) -> None:
+        # The prefix check above is lexical; a symbolic link inside a registered folder (a
+        # Zarr store someone shared, say) could still lead the read anywhere on the machine.
+        target = posixpath.normpath(posixpath.join(unquote(prefix[len("file://") :]), path))
+        if target in self._linkless:
+            return
+        real = os.path.realpath(target)
+        if real == target:
+            # A chunk read resolves its file's url each time: check an existing file once, not
+            # per chunk (a missing one may yet be created as a link).
+            if os.path.lexists(target):
+                if len(self._linkless) > 100_000:
+                    self._linkless.clear()
+                self._linkless.add(target)
+            return
+        for other in self._stores:
+            if other.startswith("file://"):
+                folder = os.path.realpath(unquote(other[len("file://") :]))
+                if real == folder or real.startswith(folder.rstrip("/") + "/"):
+                    return
+        raise UnauthorizedLocationError(
+            f"this location is, or lies under, a symbolic link to {real!r}, which is not under "
+            "a registered location, so it is not read",
+            url=url,
+            hint="Register the link's target with ObjectStoreRegistry.register if you trust it",
+        )
 
     def check(self, urls: Iterable[str]) -> None:
         """Raise :class:`UnauthorizedLocationError` for the first url under no prefix."""
@@ -221,7 +254,12 @@ class ObjectStoreRegistry:
 
     @classmethod
     def for_urls(
-        cls, urls: Iterable[str], *, quiet: bool = False, stacklevel: int = 3
+        cls,
+        urls: Iterable[str],
+        *,
+        quiet: bool = False,
+        stacklevel: int = 3,
+        network: NetworkSettings | None = None,
     ) -> ObjectStoreRegistry:
         """Build a registry that authorises exactly the locations of ``urls``.
 
@@ -236,13 +274,17 @@ class ObjectStoreRegistry:
             Do not emit the warning that says which locations were registered.
         stacklevel
             Where the warning points, as for :func:`warnings.warn`.
+        network
+            Retries, backoff and timeouts of the ``s3://`` and ``http(s)://`` stores; by
+            default :meth:`NetworkSettings.from_environment`.
         """
+        network = NetworkSettings.resolve(network)
         registry = cls()
         for url in urls:
             normalised = normalize_url(url)
             if normalised in registry:
                 continue
-            prefix, store = _default_store_for(normalised)
+            prefix, store = _default_store_for(normalised, network)
             registry.register(prefix, store)
         if not quiet and len(registry):
             warnings.warn(
@@ -253,7 +295,8 @@ class ObjectStoreRegistry:
         return registry
 
 
-def _default_store_for(url: str) -> tuple[str, ObjectStore]:
+def _default_store_for(url: str, network: NetworkSettings | None = None) -> tuple[str, ObjectStore]:
+    network = NetworkSettings.resolve(network)
     parts = urlsplit(url)
     if parts.scheme == "file":
         folder = posixpath.dirname(unquote(parts.path))
@@ -267,12 +310,13 @@ def _default_store_for(url: str) -> tuple[str, ObjectStore]:
                 parts.netloc,
                 endpoint=endpoint,
                 virtual_hosted_style_request=False,
-                client_options={"allow_http": True},
+                **network.obstore_options(allow_http=True),
             )
-        return f"s3://{parts.netloc}/", S3Store(parts.netloc)
+        return f"s3://{parts.netloc}/", S3Store(parts.netloc, **network.obstore_options())
     if parts.scheme in ("http", "https"):
         base = f"{parts.scheme}://{parts.netloc}/"
-        return base, HTTPStore.from_url(base)
+        options = network.obstore_options(allow_http=parts.scheme == "http")
+        return base, HTTPStore.from_url(base, **options)
     raise UnauthorizedLocationError(
         f"no default store for the {parts.scheme!r} scheme",
         url=url,

@@ -418,7 +418,7 @@ def _open_for_combine(
 
 
 def _expand_paths(
-    paths: Any, registry: ObjectStoreRegistry | None, *, nested: bool
+    paths: Any, registry: ObjectStoreRegistry | None, *, nested: bool, network: Any = None
 ) -> tuple[list[str], Any, ObjectStoreRegistry]:
     """The urls to open, their nesting (for ``combine="nested"``) and the registry."""
     from virtualize.listing import expand_glob, flatten_nested, has_glob, split_glob
@@ -427,7 +427,9 @@ def _expand_paths(
         text = os.fspath(paths)
         if has_glob(text):
             if registry is None:
-                registry = ObjectStoreRegistry.for_urls([split_glob(text)[0]], stacklevel=4)
+                registry = ObjectStoreRegistry.for_urls(
+                    [split_glob(text)[0]], stacklevel=4, network=network
+                )
             urls = expand_glob(text, registry)
         else:
             urls = [normalize_url(text)]
@@ -442,7 +444,7 @@ def _expand_paths(
     if not urls:
         raise NoFilesError("no files to open", hint="Pass at least one path, url or glob")
     if registry is None:
-        registry = ObjectStoreRegistry.for_urls(urls, stacklevel=4)
+        registry = ObjectStoreRegistry.for_urls(urls, stacklevel=4, network=network)
     else:
         registry.check(urls)
     return urls, structure, registry

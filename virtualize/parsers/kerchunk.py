@@ -894,7 +894,9 @@ class _Context:
 
     def absolute(self, raw: str) -> str:
         scheme = raw.split("://", 1)[0] if "://" in raw else ""
-        if len(scheme) > 1 or raw.startswith("/"):
+        # "~/x" is a home folder to fsspec, which wrote these references: read it as one (and
+        # so refuse it unless the home folder is registered), not as a folder named "~".
+        if len(scheme) > 1 or raw.startswith(("/", "~")):
             try:
                 return normalize_url(raw)
             except ValueError as error:

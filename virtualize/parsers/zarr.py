@@ -231,6 +231,10 @@ class _Parse:
 
     def get_documents(self, paths: list[str]) -> dict[str, dict[str, Any] | None]:
         """JSON documents at ``paths`` (relative to the group); None for absent ones."""
+        # The store was resolved once for the group; each document could still be a symbolic
+        # link out of the registered folders, and its contents would end up in attributes.
+        for path in paths:
+            self.registry.resolve(self.group_url + _quote(self.group_url, path))
 
         async def fetch_all() -> list[bytes | None]:
             limit = asyncio.Semaphore(_CONCURRENT_GETS)

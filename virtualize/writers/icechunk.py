@@ -35,7 +35,7 @@ from virtualize.manifests import INLINE, ChunkManifest, ManifestArray, SourceInf
 from virtualize.manifests.array import replace_metadata
 from virtualize.manifests.array_api import check_combinable, concatenate_metadata
 from virtualize.manifests.grid import axis_edges, chunk_grid_of, grid_shape
-from virtualize.registry import ObjectStoreRegistry
+from virtualize.registry import ObjectStoreRegistry, normalize_url
 from virtualize.writers.common import plan_write
 
 __all__ = [
@@ -406,7 +406,9 @@ def _set_references(
     # Containers are checked once per url here, not once per reference inside Icechunk.
     prefixes = _container_prefixes(store) if validate else None
     for url_id, block in _blocks_by_url(ids):
-        url = manifest.urls[url_id]
+        # Icechunk resolves ``..`` and ``%2e`` in a location itself: check, and write, the url
+        # it will read, or ``<container>/../elsewhere`` would pass a check on the raw text.
+        url = normalize_url(manifest.urls[url_id])
         if prefixes is not None and not any(url.startswith(p) for p in prefixes):
             raise UnauthorizedLocationError(
                 "the repository has no virtual chunk container for this location",

@@ -343,10 +343,9 @@ def run_case(case: str, path: Path, index: Path | None, warm: int) -> dict[str, 
     helper_seconds = None
     if case == "virtualize-in-process":
         os.environ["VIRTUALIZE_ISOLATION"] = "off"
-        open_, check = virtualize_open(path)
     elif case in ("virtualize", "virtualize-parser"):
         helper_seconds = start_helper()
-    if case == "virtualize":
+    if case in ("virtualize", "virtualize-in-process"):
         open_, check = virtualize_open(path)
     elif case == "virtualize-parser":
         open_, check = virtualize_parse(path)
@@ -387,15 +386,13 @@ def start_helper() -> float:
     """Start the process virtualize parses GRIB in (virtualize.isolation) and import there
     what a parse imports: process set-up, before the clock like the imports of every case.
     Returns the seconds it took."""
-    import importlib
-
     from virtualize.isolation import isolated
 
     start = time.perf_counter()
     for module in ("eccodes", "cfgrib.dataset", "cfgrib.xarray_store", "dask.array"):
         if importlib.util.find_spec(module.split(".")[0]) is not None:
-            isolated(importlib.import_module, module, url="-", library="-")
-    isolated(importlib.import_module, "virtualize.parsers.grib", url="-", library="-")
+            isolated(exec, f"import {module}", url="-", library="-")
+    isolated(exec, "import virtualize.parsers.grib", url="-", library="-")
     return time.perf_counter() - start
 
 

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from obstore.store import LocalStore
 
 import virtualize as vz
 from virtualize.errors import FormatDetectionError, InvalidFileError
@@ -44,6 +45,24 @@ def test_a_folder_of_files_is_named_a_folder(tmp_path: Path) -> None:
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidFileError, match=r"missing\.nc: no such file"):
         open_path(tmp_path / "missing.nc")
+
+
+def test_a_path_through_a_file_is_named(tmp_path: Path) -> None:
+    """Running as root, permissions can't make a file unreadable here; a path whose folder
+    is a file can't be read by anyone."""
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    registry = vz.ObjectStoreRegistry({tmp_path.as_uri() + "/": LocalStore(tmp_path)})
+    with pytest.raises(
+        InvalidFileError, match=r"notes\.txt/data\.nc: cannot read the file"
+    ) as info:
+        vz.open_virtual_dataset(str(tmp_path / "notes.txt" / "data.nc"), registry=registry)
+    assert "Not a directory" in str(info.value) and "Debug source" not in str(info.value)
+
+
+def test_a_dangling_link_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data.nc").symlink_to(tmp_path / "gone.nc")
+    with pytest.raises(InvalidFileError, match=r"data\.nc: no such file"):
+        open_path(tmp_path / "data.nc")
 
 
 def test_a_tiff_without_an_image_is_refused(tmp_path: Path) -> None:

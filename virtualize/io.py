@@ -187,3 +187,9 @@ def is_read_failure(error: BaseException) -> bool:
     """Whether ``error`` is obstore failing a read: an ``Exception``, or the ``PanicException``
     (a ``BaseException``) its Rust side raises for some ranges past the end of a local file."""
     return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
+def read_failure_text(error: BaseException) -> str:
+    """obstore's message for a failed read without the ``Debug source:`` dump of its Rust
+    error, which repeats the message over a dozen lines of an error meant for one line."""
+    return str(error).split("\n\nDebug source:", 1)[0].strip()

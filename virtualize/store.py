@@ -26,7 +26,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
 from virtualize.errors import ChunkReadError, UnauthorizedLocationError
-from virtualize.io import is_read_failure
+from virtualize.io import is_read_failure, read_failure_text
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.registry import ObjectStoreRegistry
 
@@ -207,7 +207,8 @@ class ManifestStore(Store):
             if not is_read_failure(error):
                 raise
             raise ChunkReadError(
-                f"reading chunk {key!r} (bytes {start}-{start + length}) failed: {error}",
+                f"reading chunk {key!r} (bytes {start}-{start + length}) failed: "
+                f"{read_failure_text(error)}",
                 url=url,
                 variable=array_path,
                 hint="Check that the file still exists and has not changed since it was parsed",

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from virtualize.errors import ChunkReadError, ConcatenationError, InvalidFileError, NoFilesError
-from virtualize.io import is_read_failure
+from virtualize.io import is_read_failure, read_failure_text
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.manifests.grid import is_regular
 from virtualize.parsers.detect import detect
@@ -825,7 +825,7 @@ def _read_plain_arrays(
                 raise
             raise ChunkReadError(
                 f"reading the values of {sorted({n for n, _, _, _ in wanted_ranges})} failed: "
-                f"{error}",
+                f"{read_failure_text(error)}",
                 url=url,
                 hint="Check that the file still exists, is complete, and has not changed "
                 "since it was parsed",

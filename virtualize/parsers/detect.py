@@ -11,6 +11,7 @@ from typing import Any
 import obstore
 
 from virtualize.errors import FormatDetectionError, InvalidFileError
+from virtualize.io import read_failure_text
 from virtualize.registry import ObjectStoreRegistry, normalize_url
 
 __all__ = ["detect", "sniff_format"]
@@ -54,7 +55,7 @@ def sniff_format(url: str, registry: ObjectStoreRegistry) -> str:
         if _size(store, path) == 0:  # some stores refuse any range of an empty object
             raise InvalidFileError("the file is empty (0 bytes)", url=url) from error
         raise InvalidFileError(
-            f"cannot read the file ({error})",
+            f"cannot read the file ({read_failure_text(error)})",
             url=url,
             hint="Check that the path is a readable file, not a directory",
         ) from error

@@ -139,12 +139,18 @@ def test_reads_survive_resets_503s_truncation_and_a_stall(
     report("open_virtual_dataset + ManifestStore read == xr.open_dataset (identical)", proxy)
 
 
+def upload_days(endpoint: str, tmp_path: Path, root: str) -> list[Path]:
+    """Four daily files, written locally and uploaded under ``root/archive/``."""
+    files = [write_day(tmp_path / "local", day) for day in range(4)]
+    for path in files:
+        upload(endpoint, path, f"{root}/archive/{path.name}")
+    return files
+
+
 def test_ingest_from_s3_into_s3_survives_faults(
     s3_endpoint: str, proxy: FaultProxy, tmp_path: Path, report: Report, root: str
 ) -> None:
-    files = [write_day(tmp_path / "local", day) for day in range(4)]
-    for path in files:
-        upload(s3_endpoint, path, f"{root}/archive/{path.name}")
+    files = upload_days(s3_endpoint, tmp_path, root)
     repo = f"{root}/repo"
     # Every kind on the archive's reads; resets, 503s and stalls also on the repository's
     # requests (writes included). Icechunk 2.3 does not retry a cut-short body, so
@@ -213,9 +219,7 @@ def test_reads_beyond_the_retry_budget_fail_with_the_url(
 def test_an_ingest_beyond_the_retry_budget_commits_nothing(
     s3_endpoint: str, proxy: FaultProxy, tmp_path: Path, report: Report, root: str
 ) -> None:
-    files = [write_day(tmp_path / "local", day) for day in range(4)]
-    for path in files:
-        upload(s3_endpoint, path, f"{root}/archive/{path.name}")
+    files = upload_days(s3_endpoint, tmp_path, root)
     repo = f"{root}/repo"
     registry = vz.ObjectStoreRegistry.for_urls([f"{root}/archive/x.nc"], network=SMALL, quiet=True)
     urls = [f"{root}/archive/{path.name}" for path in files]

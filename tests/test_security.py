@@ -247,6 +247,18 @@ def refused_before_any_request(
     return caught.value
 
 
+def trusting_registry(data: Path, server: Recorder) -> vz.ObjectStoreRegistry:
+    """The positive controls' registry: the data folder, the recorder and the metadata
+    address (served by its stand-in) all registered."""
+    return vz.ObjectStoreRegistry(
+        {
+            str(data): LocalStore(data),
+            server.url: http_store(server.url),
+            "http://169.254.169.254/": http_store("http://169.254.169.254/"),
+        }
+    )
+
+
 def test_kerchunk_references_outside_the_registry_are_refused_before_any_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,13 +316,7 @@ def test_kerchunk_references_outside_the_registry_are_refused_before_any_request
         assert server.requests == [] and imds.requests == []
 
         # Positive controls: registered, the same references are read, from the recorders.
-        trusting = vz.ObjectStoreRegistry(
-            {
-                str(data): LocalStore(data),
-                server.url: http_store(server.url),
-                "http://169.254.169.254/": http_store("http://169.254.169.254/"),
-            }
-        )
+        trusting = trusting_registry(data, server)
         assert read_x(KerchunkParser()(str(data / "loopback.json"), trusting)) == CANARY[:16]
         assert read_x(KerchunkParser()(str(data / "imds.json"), trusting)) == IMDS_ANSWER[:16]
         assert server.touching("/secret.bin") and imds.touching("169.254.169.254")
@@ -564,13 +570,7 @@ def test_icechunk_references_outside_the_registry_are_never_requested(
             refused += 1
         assert server.requests == [] and imds.requests == []
 
-        trusting = vz.ObjectStoreRegistry(
-            {
-                str(data): LocalStore(data),
-                server.url: http_store(server.url),
-                "http://169.254.169.254/": http_store("http://169.254.169.254/"),
-            }
-        )
+        trusting = trusting_registry(data, server)
         for name in ("loopback", "imds"):
             read_x(IcechunkParser(group=name)(str(data / "repo"), trusting))
         assert server.touching("/secret.bin") and imds.touching("169.254.169.254")

@@ -564,13 +564,20 @@ def open_repository(
     # Settings given to open() override the ones saved in the repository's config; exists()
     # takes them separately, or it would retry with Icechunk's defaults (minutes).
     settings = network.icechunk_storage_settings()
+
+    def existing() -> Any | None:
+        if not icechunk.Repository.exists(storage, settings):
+            return None
+        return icechunk.Repository.open(
+            storage,
+            config=icechunk.RepositoryConfig(storage=settings),
+            authorize_virtual_chunk_access=access,
+        )
+
     with _reaching(location):
-        if icechunk.Repository.exists(storage, settings):
-            return icechunk.Repository.open(
-                storage,
-                config=icechunk.RepositoryConfig(storage=settings),
-                authorize_virtual_chunk_access=access,
-            ), location
+        repository = existing()
+    if repository is not None:
+        return repository, location
     if not create:
         raise InvalidFileError(
             "no Icechunk repository here",
@@ -581,12 +588,9 @@ def open_repository(
         raise ValueError("a new repository needs the registry of the locations it references")
     # Of two processes creating a local repository at once, one creates it, the other opens it.
     with _directory_lock(_local_directory(storage)):
-        if icechunk.Repository.exists(storage, settings):
-            return icechunk.Repository.open(
-                storage,
-                config=icechunk.RepositoryConfig(storage=settings),
-                authorize_virtual_chunk_access=access,
-            ), location
+        repository = existing()
+        if repository is not None:
+            return repository, location
         config = repository_config(registry, split_along=concat_dim)
         config.storage = settings
         repository = icechunk.Repository.create(

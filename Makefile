@@ -60,7 +60,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	@touch $@
 
 fuzz: $(STAMP)
-	cd tests && ../$(PY) fuzz_support.py --cases 100000 --output ../fuzz-results.json
+	cd tests && ../$(PY) fuzz_support.py --cases 100000 --read --output ../fuzz-results.json
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/run.py

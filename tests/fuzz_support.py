@@ -313,9 +313,13 @@ def make_cases(
 class _Worker:
     """One worker process, fed a case at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, read: bool) -> None:
+        environment = dict(os.environ)
+        if read:
+            environment["VIRTUALIZE_FUZZ_LOAD"] = "1"
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "fuzz_worker.py")],
+            env=environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -338,7 +342,9 @@ class _Worker:
         self.process.wait()
 
 
-def run_cases(cases: Sequence[Case], *, workers: int = 2, timeout: float = 20.0) -> Report:
+def run_cases(
+    cases: Sequence[Case], *, workers: int = 2, timeout: float = 20.0, read: bool = False
+) -> Report:
     """Open every case in worker processes; see the module documentation."""
     report = Report()
     pending = collections.deque(cases)
@@ -346,7 +352,7 @@ def run_cases(cases: Sequence[Case], *, workers: int = 2, timeout: float = 20.0)
     selector = selectors.DefaultSelector()
 
     def start() -> _Worker:
-        worker = _Worker()
+        worker = _Worker(read=read)
         assert worker.process.stdout is not None
         selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
         pool.append(worker)
@@ -411,9 +417,11 @@ def fuzz(
     workers: int = 2,
     corpus: bool = True,
     keep: Path | None = None,
+    read: bool = False,
 ) -> Report:
-    """Write the seeds and ``count`` cases in a temporary folder and run them; the files of
-    failed cases are copied to ``keep`` (when given) to be replayed."""
+    """Write the seeds and ``count`` cases in a temporary folder and run them (``read``: open
+    each with every variable loaded, so that every chunk goes through its codecs too); the
+    files of failed cases are copied to ``keep`` (when given) to be replayed."""
     with tempfile.TemporaryDirectory(prefix="virtualize-fuzz-") as folder:
         root = Path(folder)
         seeds = write_seeds(root / "seeds")
@@ -430,7 +438,7 @@ def fuzz(
             )
             for offset, case in enumerate(cases):
                 case.number = start + offset
-            part = run_cases(cases, workers=workers)
+            part = run_cases(cases, workers=workers, read=read)
             report.results.extend(part.results)
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
@@ -473,9 +481,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--output", type=Path, default=Path("fuzz-results.json"))
     parser.add_argument("--keep", type=Path, help="copy the files of failed cases here")
+    parser.add_argument(
+        "--read", action="store_true", help="also read every variable's values (every chunk)"
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    report = fuzz(args.cases, seed=args.seed, workers=args.workers, keep=args.keep)
+    report = fuzz(args.cases, seed=args.seed, workers=args.workers, keep=args.keep, read=args.read)
     seconds = time.monotonic() - started
     print(report.summary())
     print(f"\n{len(report.results)} cases in {seconds:.0f} s")

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 import numpy as np
 import xarray as xr
 
-from virtualize.errors import ChunkReadError, ConcatenationError, InvalidFileError, NoFilesError
+from virtualize.errors import (
+    ChunkReadError,
+    ConcatenationError,
+    InvalidFileError,
+    NoFilesError,
+    VirtualizeError,
+)
 from virtualize.io import is_read_failure, read_failure_text
 from virtualize.manifests import INLINE, MISSING, ManifestArray, ManifestGroup
 from virtualize.manifests.grid import is_regular
@@ -717,15 +723,20 @@ def _load(
     decode = decode_times is not False
     if not all(array.dtype.kind in _DIRECTLY_LOADED for array in group.arrays.values()):
         raw = xr.open_zarr(store, consolidated=True, zarr_format=3, chunks=None, decode_cf=False)
+        with _decoding_chunks(group, list(group.arrays)):
+            raw = raw.load()
         with _decoding(group):
-            dataset = xr.decode_cf(raw.load(), decode_times=decode).load()
+            dataset = xr.decode_cf(raw, decode_times=decode).load()
         return _Loaded(dict(dataset.variables), set(dataset.coords))
     from xarray.backends.zarr import FillValueCoder
     from zarr.core.sync import sync
 
     plain = _read_plain_arrays(group, registry)
     names = [name for name in group.arrays if name not in plain]
-    values = dict(zip(names, sync(_read_arrays(store, group, names)), strict=True)) if names else {}
+    values: dict[str, Any] = {}
+    if names:
+        with _decoding_chunks(group, names):
+            values = dict(zip(names, sync(_read_arrays(store, group, names)), strict=True))
     values.update(plain)
     raw_variables: dict[Hashable, xr.Variable] = {}
     for name in group.arrays:
@@ -763,6 +774,26 @@ def _decoding(group: ManifestGroup) -> Iterator[None]:
             f"the values loaded from the file don't decode: {error}",
             url=_first_url(group),
             hint="Pass decode_times=False, or leave the variable out of loadable_variables",
+        ) from error
+
+
+@contextlib.contextmanager
+def _decoding_chunks(group: ManifestGroup, names: list[str]) -> Iterator[None]:
+    """A codec failing on a chunk's bytes (a damaged zlib stream, a strip of the wrong
+    length, a GRIB message ecCodes can't unpack) as an :class:`InvalidFileError` on the file
+    (read failures are already :class:`ChunkReadError`)."""
+    try:
+        yield
+    except VirtualizeError:
+        raise
+    except Exception as error:
+        raise InvalidFileError(
+            f"a chunk can't be decoded: {type(error).__name__}: {error}",
+            url=_first_url(group),
+            variable=names[0] if len(names) == 1 else None,
+            hint="The file is damaged, or changed since it was parsed; leave "
+            + (f"{names[0]!r}" if len(names) == 1 else f"these variables ({names})")
+            + " out of loadable_variables to open it virtually",
         ) from error
 
 

@@ -113,3 +113,22 @@ def test_a_grib_grid_without_points_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(InvalidFileError, match=r"nogrid\.grib1: variable '.*': .*no points"):
         open_path(path)
+
+
+def test_a_chunk_that_does_not_decompress_is_an_invalid_file(tmp_path: Path) -> None:
+    """Loading a variable whose gzip chunk is damaged names the file and the variable, not
+    zlib's error alone."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("x", data=np.arange(1000.0), chunks=(1000,), compression="gzip")
+        offset = dataset.id.get_chunk_info(0).byte_offset
+    with path.open("r+b") as file:  # the stream's header: zlib's check fails on it
+        file.seek(offset)
+        file.write(b"\x00\x00")
+    registry = vz.ObjectStoreRegistry({tmp_path.as_uri() + "/": LocalStore(tmp_path)})
+    assert vz.open_virtual_dataset(str(path), registry=registry).sizes  # virtually, it opens
+    with pytest.raises(InvalidFileError, match=r"damaged\.h5: variable 'x': a chunk can't be"):
+        vz.open_virtual_dataset(str(path), registry=registry, loadable_variables=["x"])

@@ -384,3 +384,35 @@ def test_corpus_scanning_mode_file_matches_open_file() -> None:
     assert names
     for name in names:
         assert _check_against_open_file(path, name) >= 1
+
+
+def test_a_damaged_bit_width_is_refused_before_ecCodes_aborts(tmp_path: Path) -> None:
+    """A complex-packed message whose bits per value (section 5, octet 20) reads 255: ecCodes'
+    bit reader asserts on it and aborts the process, so the codec refuses it first. Decoded in
+    a child process, so that a regression fails this test instead of killing the run."""
+    import subprocess
+    import sys
+
+    path = write_grib(
+        tmp_path / "complex.grib2",
+        [Field(values=smooth_field((7, 11), seed=3))],
+        packing="grid_complex_spatial_differencing",
+    )
+    data = bytearray(path.read_bytes())
+    at = 16  # after section 0: sections of (length, number)
+    while data[at + 4] != 5:
+        at += int.from_bytes(data[at : at + 4], "big")
+    data[at + 19] = 255
+    damaged = tmp_path / "damaged.grib2"
+    damaged.write_bytes(bytes(data))
+    script = (
+        "import sys, numpy as np\n"
+        "from virtualize.codecs.grib import decode_message\n"
+        "try:\n"
+        f"    decode_message(open({str(damaged)!r}, 'rb').read(), (7, 11), np.dtype('f8'))\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "255 bits per value" in done.stdout

@@ -158,6 +158,13 @@ def decode_message(
         raise ValueError(f"ecCodes cannot read the GRIB message: {error}") from error
     try:
         eccodes.codes_set(handle, "missingValue", MISSING_VALUE_INDICATOR)
+        bits = _get_long(eccodes, handle, "bitsPerValue")
+        if not 0 <= bits <= _MAX_BITS_PER_VALUE:
+            # ecCodes' bit readers assert on such a width and abort the process
+            raise ValueError(
+                f"the GRIB message declares {bits} bits per value (at most "
+                f"{_MAX_BITS_PER_VALUE}): it is damaged"
+            )
         values = eccodes.codes_get_double_array(handle, "values")
         alternative = _get_long(eccodes, handle, "alternativeRowScanning")
     except eccodes.GribInternalError as error:
@@ -176,6 +183,10 @@ def decode_message(
     out = values.astype(dtype)
     out[out == MISSING_VALUE_INDICATOR] = np.nan
     return out.reshape(shape)
+
+
+#: The widest packed value of any GRIB packing (IEEE packing stores 64-bit floats).
+_MAX_BITS_PER_VALUE = 64
 
 
 def _get_long(eccodes: Any, handle: int, key: str) -> int:

@@ -161,3 +161,19 @@ def test_to_manifest_store_inlines_loaded_variables(netcdf_file: Path) -> None:
     got = read_through_manifest_store(vds.virtualize.to_manifest_store(registry))
     with xr.open_dataset(netcdf_file) as native:
         xr.testing.assert_identical(got, without_nczarr_attributes(native.load()))
+
+
+def test_loading_a_variable_no_chunk_of_which_was_written(tmp_path: Path) -> None:
+    """100,000 chunks, none written: loaded as the fill value h5py reads, without zarr
+    visiting every chunk."""
+    import h5py
+
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", shape=(100_000, 2), chunks=(1, 2), dtype="i4", fillvalue=7)
+        expected = f["x"][...]
+    dataset = vz.open_virtual_dataset(
+        str(path), registry=local_registry(path), loadable_variables=["x"]
+    )
+    np.testing.assert_array_equal(dataset["x"].values, expected)
+    assert dataset["x"].dtype == expected.dtype

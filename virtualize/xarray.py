@@ -732,6 +732,7 @@ def _load(
     from zarr.core.sync import sync
 
     plain = _read_plain_arrays(group, registry)
+    plain.update(_unwritten_arrays(group, exclude=plain))
     names = [name for name in group.arrays if name not in plain]
     values: dict[str, Any] = {}
     if names:
@@ -795,6 +796,19 @@ def _decoding_chunks(group: ManifestGroup, names: list[str]) -> Iterator[None]:
             + (f"{names[0]!r}" if len(names) == 1 else f"these variables ({names})")
             + " out of loadable_variables to open it virtually",
         ) from error
+
+
+def _unwritten_arrays(group: ManifestGroup, *, exclude: Mapping[str, Any]) -> dict[str, Any]:
+    """The arrays of ``group`` none of whose chunks were ever written, as their fill value:
+    zarr would visit every chunk to find it missing, which takes minutes for an array of
+    millions of chunks (a damaged or sparse file can declare one)."""
+    unwritten = {}
+    for name, array in group.arrays.items():
+        if name in exclude or not bool((array.manifest.path_ids == MISSING).all()):
+            continue
+        fill = array.metadata.fill_value
+        unwritten[name] = np.full(array.shape, fill, dtype=array.dtype)
+    return unwritten
 
 
 #: dtype kinds whose values zarr returns as plain numpy arrays xarray decodes as they are.

@@ -386,23 +386,36 @@ def test_corpus_scanning_mode_file_matches_open_file() -> None:
         assert _check_against_open_file(path, name) >= 1
 
 
-def test_a_damaged_bit_width_is_refused_before_ecCodes_aborts(tmp_path: Path) -> None:
-    """A complex-packed message whose bits per value (section 5, octet 20) reads 255: ecCodes'
-    bit reader asserts on it and aborts the process, so the codec refuses it first. Decoded in
-    a child process, so that a regression fails this test instead of killing the run."""
+@pytest.mark.parametrize(
+    ("packing", "missing", "octets", "value", "message"),
+    [
+        # bits per value (octet 20) of 255: ecCodes' bit reader asserts on it
+        ("grid_complex_spatial_differencing", 0.0, (19, 20), 255, "255 bits per value"),
+        # number of values (octets 6-9) far above the points, with a bitmap: ecCodes
+        # allocates for it, and asserts when that fails
+        ("grid_simple", 0.2, (5, 9), 0xFFFF0000, "4294901760 packed values for 77 points"),
+    ],
+)
+def test_damaged_value_counts_are_refused_before_ecCodes_aborts(
+    tmp_path: Path, packing: str, missing: float, octets: tuple[int, int], value: int, message: str
+) -> None:
+    """Section 5 of a message damaged so that decoding its values aborts the process in
+    ecCodes: the codec refuses it first. Decoded in a child process, so that a regression
+    fails this test instead of killing the run."""
     import subprocess
     import sys
 
     path = write_grib(
-        tmp_path / "complex.grib2",
-        [Field(values=smooth_field((7, 11), seed=3))],
-        packing="grid_complex_spatial_differencing",
+        tmp_path / "field.grib2",
+        [Field(values=smooth_field((7, 11), seed=3, missing=missing))],
+        packing=packing,
     )
     data = bytearray(path.read_bytes())
     at = 16  # after section 0: sections of (length, number)
     while data[at + 4] != 5:
         at += int.from_bytes(data[at : at + 4], "big")
-    data[at + 19] = 255
+    start, end = octets
+    data[at + start : at + end] = value.to_bytes(end - start, "big")
     damaged = tmp_path / "damaged.grib2"
     damaged.write_bytes(bytes(data))
     script = (
@@ -415,4 +428,4 @@ def test_a_damaged_bit_width_is_refused_before_ecCodes_aborts(tmp_path: Path) ->
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
-    assert "255 bits per value" in done.stdout
+    assert message in done.stdout

@@ -165,6 +165,14 @@ def decode_message(
                 f"the GRIB message declares {bits} bits per value (at most "
                 f"{_MAX_BITS_PER_VALUE}): it is damaged"
             )
+        points = _get_long(eccodes, handle, "numberOfDataPoints")
+        coded = _get_long(eccodes, handle, "numberOfValues")
+        if points and coded > points:
+            # ecCodes allocates for the declared count and aborts when that fails
+            raise ValueError(
+                f"the GRIB message declares {coded} packed values for {points} points: "
+                "it is damaged"
+            )
         values = eccodes.codes_get_double_array(handle, "values")
         alternative = _get_long(eccodes, handle, "alternativeRowScanning")
     except eccodes.GribInternalError as error:

@@ -130,11 +130,14 @@ class _Helper:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        package_root = str(Path(__file__).resolve().parent.parent)
         environment = dict(os.environ, VIRTUALIZE_ISOLATION="off")
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
+        package_root = Path(__file__).resolve().parent.parent
+        if not _on_site_path(package_root):
+            # a source checkout put on sys.path by hand: the helper must find it too (an
+            # installed package is found anyway, and site-packages must stay after stdlib)
+            environment["PYTHONPATH"] = os.pathsep.join(
+                [str(package_root), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         try:
             self.process = subprocess.Popen(
                 [
@@ -186,6 +189,15 @@ class _Helper:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+
+
+def _on_site_path(folder: Path) -> bool:
+    """Whether ``folder`` is a site-packages folder every interpreter of this environment
+    searches."""
+    import site
+
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return any(Path(entry).resolve() == folder for entry in folders if entry)
 
 
 def _death(code: int) -> str:

@@ -227,7 +227,14 @@ class ObjectStoreRegistry:
         if target in self._linkless:
             return
         real = os.path.realpath(target)
-        if real == target:
+        if real == target or any(
+            real == folder or real.startswith(folder.rstrip("/") + "/")
+            for folder in (
+                os.path.realpath(unquote(other[len("file://") :]))
+                for other in self._stores
+                if other.startswith("file://")
+            )
+        ):
             # A chunk read resolves its file's url each time: check an existing file once, not
             # per chunk (a missing one may yet be created as a link).
             if os.path.lexists(target):
@@ -235,11 +242,6 @@ class ObjectStoreRegistry:
                     self._linkless.clear()
                 self._linkless.add(target)
             return
-        for other in self._stores:
-            if other.startswith("file://"):
-                folder = os.path.realpath(unquote(other[len("file://") :]))
-                if real == folder or real.startswith(folder.rstrip("/") + "/"):
-                    return
         raise UnauthorizedLocationError(
             f"this location is, or lies under, a symbolic link to {real!r}, which is not under "
             "a registered location, so it is not read",
